@@ -1,0 +1,133 @@
+"""The shared ranker interface: one primitive (:meth:`Ranker.score_pairs`), the rest derived.
+
+Conventions
+-----------
+* Scores are raw relevance scores (logits, similarities, BM25 values): higher = more relevant.
+  No ranker squashes its scores; smoothing and certification choose their own squashing.
+* Ranks are **1-based** (rank 1 = best). PyTerrier uses 0-based ranks; use
+  :func:`to_pyterrier_ranks` / :func:`from_pyterrier_ranks` to convert.
+* Ties in :meth:`Ranker.rank` are broken by the original input order (a stable sort), so a
+  ranking is deterministic.
+* Frames use PyTerrier/ir_measures column names: a run has ``qid, query, docno, text, score,
+  rank``.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+RUN_COLUMNS = ["qid", "query", "docno", "text", "score", "rank"]
+
+
+class RankerError(ValueError):
+    """Bad input to a ranker (empty document, missing column, ...). The message says what to do."""
+
+
+def _check_texts(queries: Sequence[str], docs: Sequence[str]) -> None:
+    if len(queries) != len(docs):
+        raise RankerError(
+            f"score_pairs needs as many queries as documents, got {len(queries)} and {len(docs)}")
+    for kind, seq in (("query", queries), ("document", docs)):
+        for i, t in enumerate(seq):
+            if not isinstance(t, str):
+                raise RankerError(f"{kind} #{i} is {type(t).__name__}, expected str")
+            if not t.strip():
+                raise RankerError(
+                    f"{kind} #{i} is empty or whitespace only; drop it from the input or give it "
+                    "text (an empty text has no meaningful relevance score)")
+
+
+class Ranker:
+    """Base class. Subclasses implement :meth:`_score_pairs` (validated inputs, raw scores).
+
+    Attributes
+    ----------
+    name : str
+        Stable identifier, used in score caches and reports.
+    """
+
+    name: str = "ranker"
+
+    # -- the one primitive -------------------------------------------------------------------
+    def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+        """Raw scores for aligned (query, document) pairs, shape ``(len(queries),)``, float64.
+
+        Raises :class:`RankerError` for mismatched lengths and empty texts.
+        """
+        queries, docs = list(queries), list(docs)
+        _check_texts(queries, docs)
+        if not queries:
+            return np.zeros(0, dtype=np.float64)
+        return np.asarray(self._score_pairs(queries, docs), dtype=np.float64).reshape(len(queries))
+
+    def _score_pairs(self, queries: list[str], docs: list[str]) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- derived -------------------------------------------------------------------------------
+    def score(self, query: str, docs: Sequence[str]) -> np.ndarray:
+        """Scores of many documents for one query, shape ``(len(docs),)``."""
+        docs = list(docs)
+        return self.score_pairs([query] * len(docs), docs)
+
+    def rank(self, query: str, docs: Sequence[str], docnos: Sequence[str] | None = None,
+             qid: str = "q") -> pd.DataFrame:
+        """Rank ``docs`` for ``query``: a run frame sorted by rank (1-based)."""
+        docs = list(docs)
+        docnos = [str(i) for i in range(len(docs))] if docnos is None else [str(d) for d in docnos]
+        if len(docnos) != len(docs):
+            raise RankerError(f"{len(docnos)} docnos for {len(docs)} documents")
+        frame = pd.DataFrame({"qid": str(qid), "query": query, "docno": docnos, "text": docs})
+        frame["score"] = self.score(query, docs)
+        return add_ranks(frame)
+
+    def transform(self, run: pd.DataFrame) -> pd.DataFrame:
+        """Rerank a run frame (needs ``qid, query, docno, text``); returns a new frame.
+
+        All pairs of the run are scored in one :meth:`score_pairs` call (so batching spans
+        queries); the input frame is not modified. Output is sorted by ``qid`` then ``rank``.
+        """
+        require_columns(run, ["qid", "query", "docno", "text"], "transform")
+        out = run.drop(columns=[c for c in ("score", "rank") if c in run.columns]).copy()
+        out["qid"] = out["qid"].astype(str)
+        out["docno"] = out["docno"].astype(str)
+        out["score"] = self.score_pairs(out["query"].tolist(), out["text"].tolist())
+        return add_ranks(out)
+
+    def __call__(self, run: pd.DataFrame) -> pd.DataFrame:
+        return self.transform(run)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise RankerError(
+            f"{what} needs columns {list(columns)}; missing {missing} (have {list(frame.columns)})")
+
+
+def add_ranks(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sort by ``qid`` and descending ``score`` (stable) and add a 1-based ``rank`` column."""
+    frame = frame.reset_index(drop=True)
+    order = np.lexsort((np.arange(len(frame)), -frame["score"].to_numpy(dtype=np.float64),
+                        frame["qid"].astype(str).to_numpy()))
+    frame = frame.iloc[order].reset_index(drop=True)
+    frame["rank"] = frame.groupby("qid", sort=False).cumcount().astype(int) + 1
+    return frame
+
+
+def to_pyterrier_ranks(run: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``run`` with 0-based ranks (PyTerrier's convention)."""
+    out = run.copy()
+    out["rank"] = out["rank"] - 1
+    return out
+
+
+def from_pyterrier_ranks(run: pd.DataFrame) -> pd.DataFrame:
+    """Copy of ``run`` with 1-based ranks from PyTerrier's 0-based ones."""
+    out = run.copy()
+    out["rank"] = out["rank"] + 1
+    return out
