@@ -1,0 +1,266 @@
+"""Transformer rankers: bi-encoders and cross-encoders, both differentiable.
+
+Any local folder or hub id that ``transformers`` can load works; loading never touches the
+network unless the caller passes a hub id that is not cached (then ``transformers`` raises).
+
+Batching rules (why this is fast on a CPU): inputs are sorted by length, padded per batch (never
+to a fixed length), tokenized with one call per batch, scored under ``torch.inference_mode()``;
+bi-encoders embed each unique query and document once per call and cache document embeddings
+by text.
+
+Truncation is explicit: texts longer than ``max_length`` word pieces are cut at the end. For a
+cross-encoder only the document is cut (``truncation="only_second"``), the query is always kept
+whole; a bi-encoder cuts each text on its own. ``max_length`` defaults to the model's own limit
+(``sentence_bert_config.json``'s ``max_seq_length`` when present, else the tokenizer's
+``model_max_length`` capped by the position embeddings).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .base import Ranker
+from .cache import text_key
+
+
+def _model_dir_max_length(path: str, tokenizer, config) -> int:
+    cands = []
+    st = Path(path) / "sentence_bert_config.json"
+    if st.is_file():
+        cands.append(int(json.loads(st.read_text()).get("max_seq_length", 10**9)))
+    tml = getattr(tokenizer, "model_max_length", None)
+    if tml and tml < 10**6:
+        cands.append(int(tml))
+    mpe = getattr(config, "max_position_embeddings", None)
+    if mpe:
+        cands.append(int(mpe))
+    return min(cands) if cands else 512
+
+
+def _pooling_mode(path: str) -> tuple[str, bool]:
+    """(pooling, normalize) from a sentence-transformers folder; default mean + normalize."""
+    p = Path(path)
+    pooling, normalize = "mean", True
+    cfg = p / "1_Pooling" / "config.json"
+    if cfg.is_file():
+        c = json.loads(cfg.read_text())
+        if c.get("pooling_mode_cls_token"):
+            pooling = "cls"
+        elif c.get("pooling_mode_max_tokens"):
+            pooling = "max"
+    mods = p / "modules.json"
+    if mods.is_file():
+        normalize = any("Normalize" in m.get("type", "") for m in json.loads(mods.read_text()))
+    return pooling, normalize
+
+
+def default_device() -> torch.device:
+    return torch.device(os.environ.get("RANKLAB_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
+
+
+class TransformerRanker(Ranker):
+    """Shared machinery of the encoder rankers (the ``DifferentiableRanker`` protocol).
+
+    White-box members: ``model`` (torch module, eval mode), ``tokenizer``,
+    :meth:`input_embeddings` (the word-piece embedding matrix), :meth:`encode_pair`,
+    :meth:`score_embeds` (scores from ``inputs_embeds``) and :meth:`position_gradients`.
+    """
+
+    differentiable = True
+
+    def __init__(self, path: str, *, batch_size: int = 64, max_length: int | None = None,
+                 dtype: str = "fp32", device: str | None = None, name: str | None = None):
+        self._init_from(path, None, batch_size=batch_size, max_length=max_length, dtype=dtype,
+                        device=device, name=name)
+
+    def _init_from(self, path, model=None, *, batch_size: int = 64, max_length: int | None = None,
+                   dtype: str = "fp32", device: str | None = None, name: str | None = None):
+        from transformers import AutoTokenizer
+
+        self.path = str(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = model if model is not None else self._load_model(self.path)
+        self.model.eval()
+        self.device = torch.device(device) if device else default_device()
+        self.dtype = dtype
+        if dtype == "bf16":
+            self.model.to(torch.bfloat16)
+        elif dtype != "fp32":
+            raise ValueError("dtype must be 'fp32' or 'bf16'")
+        self.model.to(self.device)
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length or _model_dir_max_length(self.path, self.tokenizer, self.model.config))
+        base = name or f"{self.kind}:{Path(self.path).name}"
+        self.name = base if dtype == "fp32" else f"{base}@{dtype}"
+
+    kind = "transformer"
+
+    def _load_model(self, path):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def input_embeddings(self) -> torch.nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @staticmethod
+    def _batches(lengths: Sequence[int], batch_size: int):
+        """Index batches of items sorted by length (longest first)."""
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        for i in range(0, len(order), batch_size):
+            yield order[i: i + batch_size]
+
+    def _to_device(self, enc):
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+
+class BiEncoder(TransformerRanker):
+    """Dual encoder: ``score(q, d) = <e(q), e(d)>`` with pooled (by default L2-normalised,
+    i.e. cosine, range [-1, 1]) embeddings. Pooling follows the model folder's
+    sentence-transformers config (mean pooling and normalisation when absent)."""
+
+    kind = "bi-encoder"
+
+    def __init__(self, path: str, *, doc_cache_size: int = 200_000, **kw):
+        super().__init__(path, **kw)
+        self.pooling, self.normalize = _pooling_mode(self.path)
+        self._emb_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self.doc_cache_size = doc_cache_size
+
+    def _load_model(self, path):
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(path)
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "cls":
+            out = hidden[:, 0]
+        elif self.pooling == "max":
+            out = hidden.masked_fill(m == 0, -1e4).max(1).values
+        else:
+            out = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        if self.normalize:
+            out = torch.nn.functional.normalize(out.float(), dim=-1)
+        return out.float()
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings of ``texts`` (float32, on CPU), shape ``(n, dim)``; cached by text."""
+        texts = list(texts)
+        keys = [text_key(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._emb_cache))
+        if missing:
+            by_key = {k: t for k, t in zip(keys, texts)}
+            mtexts = [by_key[k] for k in missing]
+            lengths = [len(t) for t in mtexts]
+            with torch.inference_mode():
+                for idx in self._batches(lengths, self.batch_size):
+                    enc = self.tokenizer([mtexts[i] for i in idx], padding=True, truncation=True,
+                                         max_length=self.max_length, return_tensors="pt")
+                    enc = self._to_device(enc)
+                    hidden = self.model(**enc).last_hidden_state
+                    emb = self.pool(hidden, enc["attention_mask"]).cpu()
+                    for j, i in enumerate(idx):
+                        self._emb_cache[missing[i]] = emb[j]
+            while len(self._emb_cache) > self.doc_cache_size:
+                self._emb_cache.popitem(last=False)
+        return torch.stack([self._emb_cache[k] for k in keys])
+
+    def _score_pairs(self, queries, docs):
+        uq = list(dict.fromkeys(queries))
+        ud = list(dict.fromkeys(docs))
+        qe = self.encode(uq)
+        de = self.encode(ud)
+        qi = {q: i for i, q in enumerate(uq)}
+        di = {d: i for i, d in enumerate(ud)}
+        q_idx = torch.tensor([qi[q] for q in queries])
+        d_idx = torch.tensor([di[d] for d in docs])
+        return (qe[q_idx] * de[d_idx]).sum(-1).double().numpy()
+
+    # -- white-box -------------------------------------------------------------------------
+    def encode_text(self, text: str) -> dict:
+        return self.tokenizer(text, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    def embed_from_inputs(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        return self.pool(hidden, attention_mask)
+
+    def score_embeds(self, query: str, doc_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Differentiable scores of document(s) given as input embeddings ``(b, L, dim)``."""
+        q = self.encode([query]).to(self.device)
+        d = self.embed_from_inputs(doc_embeds, attention_mask)
+        return (d * q).sum(-1)
+
+
+class CrossEncoder(TransformerRanker):
+    """Cross-encoder: ``score(q, d)`` = the raw logit of a sequence-classification head on the
+    pair ``[CLS] q [SEP] d [SEP]`` (no sigmoid). With two labels the score is
+    ``logit[1] - logit[0]`` (a log-odds of relevance)."""
+
+    kind = "cross-encoder"
+
+    def _load_model(self, path):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(path)
+
+    def _logits_to_score(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-1] == 1:
+            return logits[:, 0]
+        return logits[:, -1] - logits[:, 0]
+
+    def tokenize_pairs(self, queries, docs):
+        return self.tokenizer(list(queries), list(docs), padding=True, truncation="only_second",
+                              max_length=self.max_length, return_tensors="pt")
+
+    def forward_scores(self, queries, docs) -> torch.Tensor:
+        """Scores with gradients (for training): one padded batch, model in its current mode."""
+        enc = self._to_device(self.tokenize_pairs(queries, docs))
+        return self._logits_to_score(self.model(**enc).logits.float())
+
+    def _score_pairs(self, queries, docs):
+        out = np.empty(len(queries))
+        lengths = [len(q) + len(d) for q, d in zip(queries, docs)]
+        was_training = self.model.training
+        self.model.eval()
+        with torch.inference_mode():
+            for idx in self._batches(lengths, self.batch_size):
+                enc = self._to_device(self.tokenize_pairs([queries[i] for i in idx], [docs[i] for i in idx]))
+                out[idx] = self._logits_to_score(self.model(**enc).logits.float()).cpu().numpy()
+        self.model.train(was_training)
+        return out
+
+    # -- white-box -------------------------------------------------------------------------
+    def encode_pair(self, query: str, doc: str) -> dict:
+        return self.tokenizer(query, doc, truncation="only_second", max_length=self.max_length,
+                              return_tensors="pt")
+
+    def score_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                     token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable scores from input embeddings ``(b, L, dim)`` of whole pairs."""
+        kw = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kw["token_type_ids"] = token_type_ids
+        return self._logits_to_score(self.model(**kw).logits.float())
+
+
+def position_gradients(ranker: CrossEncoder, query: str, doc: str, loss_fn) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Gradient of ``loss_fn(score)`` w.r.t. the input embedding of every position of the pair.
+
+    Returns ``(encoding, embeds, grad)`` with ``grad`` of shape ``(L, dim)``; positions of the
+    query have gradients too (callers select document positions with
+    ``encoding.sequence_ids()``). The model stays in eval mode (no dropout).
+    """
+    enc = ranker.encode_pair(query, doc)
+    ids = enc["input_ids"].to(ranker.device)
+    emb = ranker.input_embeddings()(ids).detach().clone().requires_grad_(True)
+    tt = enc.get("token_type_ids")
+    score = ranker.score_embeds(emb, enc["attention_mask"].to(ranker.device),
+                                None if tt is None else tt.to(ranker.device))
+    loss = loss_fn(score[0])
+    (grad,) = torch.autograd.grad(loss, emb)
+    return enc, emb.detach()[0], grad[0]

@@ -1,0 +1,182 @@
+"""The ``ranklab`` command. ``ranklab COMMAND --help`` describes each command."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub unless the user asks
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _print_table(rows: list[dict], floatfmt: str = "{:.4f}") -> None:
+    if not rows:
+        print("(no rows)")
+        return
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[floatfmt.format(r[c]) if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols]
+             for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def ranker_for(spec: str, col=None, **kw):
+    """``load_ranker`` with BM25 fitted on the collection when one is given."""
+    from rankers import load_ranker
+
+    if spec == "bm25" and col is not None:
+        return col.bm25()
+    return load_ranker(spec, **kw)
+
+
+def _select_queries(col, n: int | None, seed: int = 0):
+    if n is None or n >= len(col.queries):
+        return col
+    import numpy as np
+
+    qids = col.queries["qid"].tolist()
+    pick = sorted(np.random.default_rng(seed).choice(len(qids), size=n, replace=False))
+    return col.subset([qids[i] for i in pick])
+
+
+def _rank_run(args):
+    from ranklab.collections import load_collection
+
+    col = _select_queries(load_collection(args.dataset), args.queries, args.seed)
+    cands = col.candidates(args.first_stage, k=args.k)
+    ranker = ranker_for(args.ranker, col, **({"dtype": args.dtype} if args.dtype != "fp32" else {}))
+    t = time.perf_counter()
+    run = cands if args.ranker == "bm25" and args.first_stage == "bm25" else ranker.transform(cands)
+    return col, run, time.perf_counter() - t
+
+
+def cmd_rank(args) -> int:
+    from ranklab.collections import write_trec_run
+
+    col, run, secs = _rank_run(args)
+    write_trec_run(run, args.out, tag=args.ranker.replace(" ", "_"))
+    print(f"ranked {run['qid'].nunique()} queries x {args.k} candidates of {col.name} with "
+          f"{args.ranker} in {secs:.1f}s -> {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import ranklab
+
+    col, run, secs = _rank_run(args)
+    res = ranklab.evaluate(run, col.qrels, args.measures)
+    _print_table([{"ranker": args.ranker, "dataset": col.name, "queries": int(run["qid"].nunique()),
+                   **res, "seconds": round(secs, 1)}])
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from rankers.training import TrainConfig, groups_from_qrels, new_cross_encoder, save_cross_encoder
+    from ranklab.collections import load_collection
+
+    col = load_collection(args.dataset)
+    cands = col.candidates(args.first_stage, k=args.k)
+    groups = groups_from_qrels(col, cands, n_negatives=args.group_size - 1, seed=args.seed,
+                               max_queries=args.max_queries)
+    model = new_cross_encoder(args.base, seed=args.seed, max_length=args.max_length)
+    cfg = TrainConfig(loss=args.loss, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                      seed=args.seed)
+    transform = None
+    if getattr(args, "noise", None):
+        from defenses.smoothing import noise_transform
+
+        transform = noise_transform(args.noise, fresh_per_epoch=args.noise_fresh, seed=args.seed)
+    t = time.perf_counter()
+    hist = train_cross_encoder_cli(model, groups, cfg, transform)
+    out = save_cross_encoder(model, args.out, {"base": args.base, "dataset": col.name, "groups": len(groups),
+                                               "noise": getattr(args, "noise", None), **hist["config"]})
+    print(f"trained on {len(groups)} groups for {hist['steps']} steps in {time.perf_counter() - t:.0f}s; "
+          f"final loss {sum(hist['loss'][-20:]) / len(hist['loss'][-20:]):.4f}")
+    print(f"saved to {out}; load it with load_ranker('cross-encoder:{out}')")
+    return 0
+
+
+def train_cross_encoder_cli(model, groups, cfg, transform):
+    from rankers.training import train_cross_encoder
+
+    return train_cross_encoder(model, groups, cfg, doc_transform=transform)
+
+
+def _common(p, ranker_default="minilm"):
+    p.add_argument("--ranker", default=ranker_default,
+                   help="minilm | bm25 | bi-encoder:PATH | cross-encoder:PATH | model folder")
+    p.add_argument("--dataset", default="demo", help="demo | BEIR folder | irds:ID")
+    p.add_argument("--first-stage", default="bm25", help="bm25 or a run shipped with the dataset")
+    p.add_argument("--k", type=int, default=100, help="candidates per query from the first stage")
+    p.add_argument("--queries", type=int, default=None, help="use a seeded sample of N queries")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ranklab", description="The ranking-robustness lab.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("rank", help="rerank first-stage candidates and write a TREC run")
+    _common(p)
+    p.add_argument("--out", required=True, help="TREC run file to write")
+    p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("evaluate", help="rank and evaluate with ir_measures")
+    _common(p)
+    p.add_argument("--measures", nargs="+", default=["nDCG@10", "RR@10", "AP", "R@100"])
+    p.add_argument("--json", action="store_true", help="print a JSON object as the last line")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="fine-tune a cross-encoder on a collection's qrels")
+    p.add_argument("--base", default="minilm", help="minilm | model folder | hub id")
+    p.add_argument("--dataset", default="demo")
+    p.add_argument("--out", required=True, help="folder to save the model in")
+    p.add_argument("--loss", default="listwise", choices=["listwise", "ranknet", "hinge"])
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--batch-size", type=int, default=8, help="groups per step")
+    p.add_argument("--group-size", type=int, default=8, help="1 positive + G-1 negatives")
+    p.add_argument("--first-stage", default="bm25")
+    p.add_argument("--k", type=int, default=50, help="negatives come from the top-k candidates")
+    p.add_argument("--max-queries", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", default=None, help="threat-model spec: train on randomly substituted copies")
+    p.add_argument("--noise-fresh", action="store_true", help="fresh substitution draws every epoch")
+    p.set_defaults(func=cmd_train)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return ap
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, RuntimeError) as e:
+        if os.environ.get("RANKLAB_DEBUG"):
+            raise
+        print(f"ranklab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

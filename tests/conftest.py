@@ -1,0 +1,122 @@
+"""Shared fixtures: tiny BERT models built from a config (word-level vocabulary), saved to a
+temporary folder once per session and loaded through the lab's real loading code; the packaged
+MiniLM model for the `slow` tier; a small synthetic collection."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pandas as pd
+import pytest
+
+WORDS = sorted(set("""
+the a an of and to in on for with is are was be by at from as it this that these those
+cat cats dog dogs mat garden sat chase run quick slow fast big large small tiny good fine great bad
+bee bees honey hive flower flowers nectar pollen queen worker colony wax
+volcano volcanoes lava magma eruption crater ash earthquake fault plate rock
+coffee bean beans roast brew espresso cup grinder water hot cold taste bitter
+bread flour yeast dough oven bake crust starter sourdough wheat
+what how why does do make makes made produce produces when where which who
+""".split()))
+
+
+def _tiny_vocab_file(folder):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + list(".,?!'-")
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n")
+    return path
+
+
+def build_tiny_bert(folder, kind: str, seed: int = 0):
+    """Save a tiny random BERT (2 layers, hidden 32) of ``kind`` 'bi' or 'cross' to ``folder``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = _tiny_vocab_file(folder)
+    tok = BertTokenizer(str(vocab), do_lower_case=True, model_max_length=64)
+    cfg = BertConfig(vocab_size=len(vocab.read_text().split()), hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                     num_labels=1)
+    torch.manual_seed(seed)
+    model = BertModel(cfg) if kind == "bi" else BertForSequenceClassification(cfg)
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bi_path(tmp_path_factory):
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bi"), "bi")
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_path(tmp_path_factory):
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-cross"), "cross")
+
+
+@pytest.fixture(scope="session")
+def tiny_cross(tiny_cross_path):
+    from rankers import load_ranker
+
+    return load_ranker(f"cross-encoder:{tiny_cross_path}", batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_bi(tiny_bi_path):
+    from rankers import load_ranker
+
+    return load_ranker(f"bi-encoder:{tiny_bi_path}", batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The packaged all-MiniLM-L6-v2, loaded once per session (slow tier)."""
+    from rankers import load_ranker
+
+    return load_ranker("minilm")
+
+
+@pytest.fixture(scope="session")
+def demo():
+    from ranklab.collections import load_collection
+
+    return load_collection("demo")
+
+
+def synthetic_frames():
+    docs = pd.DataFrame({"docno": ["d1", "d2", "d3", "d4", "d5", "d6"], "text": [
+        "bees make honey from nectar in the hive",
+        "the queen bee and worker bees of a colony",
+        "a volcano erupts lava and ash from its crater",
+        "an earthquake happens at a fault between plates",
+        "roast coffee beans and brew espresso with hot water",
+        "sourdough bread needs a starter, flour and a hot oven",
+    ]})
+    queries = pd.DataFrame({"qid": ["q1", "q2", "q3"], "query": [
+        "how do bees make honey", "what makes a volcano erupt", "how to brew coffee"]})
+    qrels = pd.DataFrame({"qid": ["q1", "q1", "q2", "q2", "q3", "q3"],
+                          "docno": ["d1", "d2", "d3", "d4", "d5", "d6"],
+                          "label": [2, 1, 2, 0, 2, 0]})
+    return docs, queries, qrels
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """A tiny BEIR folder written to disk (loaded through the real loader)."""
+    import json
+
+    docs, queries, qrels = synthetic_frames()
+    (tmp_path / "qrels").mkdir()
+    with open(tmp_path / "corpus.jsonl", "w") as f:
+        for r in docs.itertuples():
+            f.write(json.dumps({"_id": r.docno, "title": "", "text": r.text}) + "\n")
+    with open(tmp_path / "queries.jsonl", "w") as f:
+        for r in queries.itertuples():
+            f.write(json.dumps({"_id": r.qid, "text": r.query}) + "\n")
+    qrels.rename(columns={"qid": "query-id", "docno": "corpus-id", "label": "score"}).to_csv(
+        tmp_path / "qrels" / "test.tsv", sep="\t", index=False)
+    return tmp_path
