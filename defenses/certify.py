@@ -1,0 +1,337 @@
+"""Certified top-K robustness of a smoothed ranker (CertDR) and CRQ@K.
+
+Threat (see docs/SPEC_DEFENSES.md): the attacker replaces words of documents ranked OUTSIDE the
+top K (by the smoothed ranker's own ranking) with words of their attack sets, at most ``R`` words
+per document (``R=None``: every word). A list is *certified top-K robust* when no such attack can
+move an outside document into the top K. CRQ@K = share of queries certified at K.
+
+Every document ``d`` of a list has a smoothed score ``g(d)`` in ``[0, 1]`` and a radius
+``Delta_d`` (:meth:`SmoothingSets.radius`) with ``g(d') <= g(d) + Delta_d`` for every allowed
+``d'``. With confidence intervals ``[g_i - e_i, g_i + e_i]`` that hold simultaneously, the
+condition ``min_{i<=K} (g_i - e_i) > max_{j>K} (g_j + e_j + Delta_j)`` implies that every top-K
+document's exact score exceeds every attacked outside document's exact score, so the top-K set
+(under exact smoothed scores) cannot change membership, whatever subset of outside documents is
+attacked. Ranks are 1-based; ``K >= m`` (list length) is trivially certified (nothing outside).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rankers.base import require_columns
+
+from .smoothing import SmoothedRanker
+
+__all__ = ["Certificate", "certify", "hoeffding_eps", "bernstein_eps", "checkpoints",
+           "MODES", "BOUNDS"]
+
+MODES = ("certdr", "rigorous", "adaptive")
+BOUNDS = ("hoeffding", "bernstein")
+
+
+# -- confidence bounds for means of [0, 1] variables -------------------------------------------
+def hoeffding_eps(n, delta: float, two_sided: bool = True):
+    """Hoeffding half-width for the mean of ``n`` i.i.d. ``[0, 1]`` variables at error ``delta``.
+
+    ``sqrt(ln(2/delta) / (2n))`` two-sided, ``sqrt(ln(1/delta) / (2n))`` one-sided.
+    Examples (golden): n=1000, delta=0.05: 2x two-sided = 0.0859 (CertDR's term);
+    delta=0.05/100: two-sided 0.0644 (2x = 0.1288), one-sided 2x = 0.1233.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    c = (2.0 if two_sided else 1.0) / delta
+    with np.errstate(divide="ignore"):
+        return np.sqrt(math.log(c) / (2.0 * n))
+
+
+def bernstein_eps(n, var, delta: float, two_sided: bool = True):
+    """Empirical Bernstein half-width (Maurer & Pontil 2009, Thm 4) for ``[0, 1]`` variables.
+
+    One-sided at ``delta``: ``sqrt(2 V ln(2/delta) / n) + 7 ln(2/delta) / (3 (n - 1))`` with ``V``
+    the unbiased sample variance; two-sided uses ``delta/2`` per side. ``inf`` for ``n < 2``.
+    """
+    n = np.asarray(n, dtype=np.float64)
+    var = np.maximum(np.asarray(var, dtype=np.float64), 0.0)
+    lg = math.log((4.0 if two_sided else 2.0) / delta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.sqrt(2.0 * var * lg / n) + 7.0 * lg / (3.0 * (n - 1.0))
+    return np.where(n >= 2, e, np.inf)
+
+
+def checkpoints(n0: int, n_max: int) -> list[int]:
+    """Adaptive look schedule ``n0, 2 n0, 4 n0, ..., n_max`` (the last one is ``n_max``)."""
+    out, n = [], int(n0)
+    while n < n_max:
+        out.append(n)
+        n *= 2
+    out.append(int(n_max))
+    return out
+
+
+# -- result ------------------------------------------------------------------------------------
+@dataclass
+class Certificate:
+    """Result of :func:`certify`.
+
+    ``frame``: one row per (qid, K): ``qid, K, certified, margin, delta_max, n_samples,
+    n_forward, alpha, mode, bound, R, m, trivial``. ``margin`` = left minus right side of the
+    mode's condition (``inf`` when ``K >= m``); ``delta_max`` = max radius of the outside
+    documents; ``n_samples`` = most samples any document had when K was decided; ``n_forward`` =
+    base forward passes for the whole query (all K); ``trivial`` = ``K >= m``.
+    ``crq``: ``K, CRQ, n_queries``. ``docs``: one row per document: ``qid, docno, g, n, lower,
+    upper, delta, rank`` (1-based rank by the estimate ``g``). ``params``: run parameters.
+    """
+
+    frame: pd.DataFrame
+    crq: pd.DataFrame
+    docs: pd.DataFrame
+    params: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        per_q = self.frame.drop_duplicates("qid")
+        return {**{k: self.params[k] for k in ("mode", "alpha", "bound", "R", "N")},
+                "n_queries": int(self.frame["qid"].nunique()),
+                "crq": {int(k): float(v) for k, v in zip(self.crq["K"], self.crq["CRQ"])},
+                "n_forward_total": int(per_q["n_forward"].sum()),
+                "n_forward_mean": float(per_q["n_forward"].mean()) if len(per_q) else 0.0}
+
+
+# -- main entry --------------------------------------------------------------------------------
+def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1, 3, 5, 10, 20),
+            alpha: float = 0.05, mode: str = "rigorous", R: int | None = None,
+            n_max: int | None = None, n0: int | None = None, bound: str = "hoeffding",
+            progress: bool = True) -> Certificate:
+    """Certify the top-K of every query's candidate list (``run``: ``qid, query, docno, text``).
+
+    The candidate list of a query is all its rows (``m`` documents); the top K is by the smoothed
+    ranker's own estimates ``g`` (ties broken by input order). ``N = n_max`` or
+    ``smoothed.n_samples``.
+
+    Modes
+    -----
+    ``certdr``: faithful reproduction of the paper: certified iff ``g_K - g_{K+1} - max_{j>K}
+    Delta_j - 2 sqrt(ln(2/alpha) / (2N)) > 0``. Bounds only two estimates, so it is not a valid
+    level-alpha statement about all documents; Hoeffding only.
+
+    ``rigorous`` (default): intervals for all ``m`` documents at once, each two-sided at
+    ``alpha/m`` (union bound): certified iff ``min_{i<=K}(g_i - e_i) > max_{j>K}(g_j + e_j +
+    Delta_j)``. Two-sided because which side of the boundary a document falls on is chosen from
+    the data (Hoeffding: ``e = sqrt(ln(2m/alpha)/(2N))`` = 0.0644 at N=1000, m=100, alpha=0.05,
+    so 0.1288 for a pair; the spec's 0.1233 is the one-sided ``2 sqrt(ln(m/alpha)/(2N))``, valid
+    only if each document's side were fixed in advance). With probability >= 1 - alpha every
+    certificate of the query (all K) is correct.
+
+    ``adaptive``: looks at checkpoints ``n0, 2 n0, ..., n_max`` (``L`` looks; default ``n0`` =
+    min(32, n_max)); each look computes every sampled document's interval at ``alpha/(m L)``
+    (two-sided). A document's samples are a fixed prefix of its own deterministic stream, so the
+    interval of (document, checkpoint) is one fixed event whether or not it is ever computed; the
+    union over these ``m L`` events holds with probability >= 1 - alpha, and on it every interval
+    ever used is correct, whatever the data-dependent choices of which documents to sample
+    further, when to stop and which K to decide, so every certificate issued is correct. The loop is joint over all K: at each
+    look, K is certified when the rigorous condition holds with the current intervals, or given
+    up when no K-subset can satisfy it with the exact scores anywhere inside the current intervals
+    (then no later look could certify it on that event); a document keeps being sampled (brought
+    to the next checkpoint) while it is unsettled for ANY open K (top-K document whose lower bound
+    is not above every outside ``upper + Delta``, or outside document whose ``upper + Delta`` is
+    not below every top-K lower bound); others keep their last interval. At ``n_max`` open K are
+    not certified. Joint sampling shares samples between K and needs no extra alpha split, since
+    one event covers all K. Unlike ``rigorous``, the sampling path depends on the radii, so
+    monotonicity in ``R`` is not guaranteed path by path.
+
+    Bounds: ``bound="hoeffding"`` (default, ``sqrt(ln(2/delta)/(2n))``) or ``"bernstein"``
+    (empirical Bernstein, Maurer & Pontil; tighter when the squashed scores vary little; needs
+    ``n >= 2``). Intervals are clipped to ``[0, 1]``.
+
+    ``R``: at most R substituted words per document (``None``: all). Base forward passes are
+    counted (distinct perturbed texts of a query are scored once, across looks). Progress per
+    query via tqdm (``progress=False`` to silence).
+    """
+    if not isinstance(smoothed, SmoothedRanker):
+        raise TypeError(f"certify needs a SmoothedRanker, got {type(smoothed).__name__}")
+    require_columns(run, ["qid", "query", "docno", "text"], "certify")
+    if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; valid modes: {list(MODES)}")
+    if bound not in BOUNDS:
+        raise ValueError(f"unknown bound {bound!r}; valid bounds: {list(BOUNDS)}")
+    if mode == "certdr" and bound != "hoeffding":
+        raise ValueError("mode='certdr' reproduces the paper's Hoeffding term; use "
+                         "mode='rigorous' or 'adaptive' for bound='bernstein'")
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be positive integers (1-based cut-offs), got {ks!r}")
+    if R is not None and (int(R) != R or R < 0):
+        raise ValueError(f"R must be a non-negative integer or None, got {R!r}")
+    N = int(smoothed.n_samples if n_max is None else n_max)
+    if N < 1:
+        raise ValueError(f"n_max must be >= 1, got {n_max!r}")
+    if bound == "bernstein" and N < 2:
+        raise ValueError("bound='bernstein' needs at least 2 samples")
+    if mode == "adaptive":
+        n0 = min(32, N) if n0 is None else int(n0)
+        if n0 < 1 or n0 > N:
+            raise ValueError(f"n0 must be in [1, n_max={N}], got {n0!r}")
+        if bound == "bernstein" and n0 < 2:
+            raise ValueError("bound='bernstein' needs n0 >= 2")
+
+    run = run.reset_index(drop=True)
+    qids = run["qid"].astype(str).to_numpy()
+    groups = pd.Series(np.arange(len(run))).groupby(qids, sort=False)
+    rows, doc_rows = [], []
+    for qid, idx in tqdm(groups, total=groups.ngroups, desc=f"certify[{mode}]",
+                         disable=not progress):
+        sub = run.iloc[idx.to_numpy()]
+        query = sub["query"].iloc[0]
+        texts = sub["text"].tolist()
+        deltas = np.array([smoothed.radius(t, R) for t in texts])
+        before = smoothed.n_forward
+        if mode == "adaptive":
+            res, st = _adaptive(smoothed, query, texts, deltas, ks, alpha, N, n0, bound)
+        else:
+            res, st = _fixed(smoothed, query, texts, deltas, ks, alpha, N, bound, mode)
+        n_fwd = smoothed.n_forward - before
+        m = len(texts)
+        for K in ks:
+            r = res[K]
+            rows.append({"qid": qid, "K": K, "certified": bool(r["certified"]),
+                         "margin": float(r["margin"]), "delta_max": float(r["delta_max"]),
+                         "n_samples": int(r["n"]), "n_forward": int(n_fwd), "alpha": alpha,
+                         "mode": mode, "bound": bound, "R": R, "m": m, "trivial": K >= m})
+        order = np.argsort(-st["g"], kind="stable")
+        rank = np.empty(m, dtype=int)
+        rank[order] = np.arange(1, m + 1)
+        doc_rows.append(pd.DataFrame({"qid": qid, "docno": sub["docno"].astype(str).to_numpy(),
+                                      "g": st["g"], "n": st["n"], "lower": st["lower"],
+                                      "upper": st["upper"], "delta": deltas, "rank": rank}))
+    frame = pd.DataFrame(rows, columns=["qid", "K", "certified", "margin", "delta_max",
+                                        "n_samples", "n_forward", "alpha", "mode", "bound", "R",
+                                        "m", "trivial"])
+    if len(frame):
+        crq = frame.groupby("K", sort=True).agg(CRQ=("certified", "mean"),
+                                                n_queries=("qid", "nunique")).reset_index()
+    else:
+        crq = pd.DataFrame({"K": ks, "CRQ": np.nan, "n_queries": 0})
+    docs = pd.concat(doc_rows, ignore_index=True) if doc_rows else pd.DataFrame(
+        columns=["qid", "docno", "g", "n", "lower", "upper", "delta", "rank"])
+    params = {"mode": mode, "alpha": alpha, "bound": bound, "R": R, "N": N,
+              "n0": n0 if mode == "adaptive" else None, "ks": ks, "seed": smoothed.seed,
+              "squash": smoothed.squash, "temperature": smoothed.temperature,
+              "threat": smoothed.threat.name, "threat_fingerprint": smoothed.threat.fingerprint,
+              "sets_fingerprint": smoothed.sets.fingerprint,
+              "max_set_size": smoothed.sets.max_set_size, "threshold": smoothed.sets.threshold,
+              "base": smoothed.base.name, "smoothed": smoothed.name}
+    return Certificate(frame=frame, crq=crq, docs=docs, params=params)
+
+
+# -- per-query procedures ----------------------------------------------------------------------
+def _eps(bound, n, var, delta):
+    return hoeffding_eps(n, delta) if bound == "hoeffding" else bernstein_eps(n, var, delta)
+
+
+def _trivial(m, n):
+    return {"certified": True, "margin": math.inf, "delta_max": 0.0, "n": n}
+
+
+def _rigorous_margin(lo, up, deltas, order, K):
+    top, out = order[:K], order[K:]
+    return float(lo[top].min() - (up[out] + deltas[out]).max())
+
+
+def _fixed(smoothed, query, texts, deltas, ks, alpha, N, bound, mode):
+    m = len(texts)
+    samples = smoothed.sample_scores_batch([query] * m, texts, [N] * m)
+    S = np.stack(samples)  # (m, N)
+    g = S.mean(axis=1)
+    var = S.var(axis=1, ddof=1) if N > 1 else np.zeros(m)
+    order = np.argsort(-g, kind="stable")
+    res = {}
+    if mode == "certdr":
+        e = float(hoeffding_eps(N, alpha))
+        lo, up = g - e, g + e
+        for K in ks:
+            if K >= m:
+                res[K] = _trivial(m, N)
+                continue
+            dmax = float(deltas[order[K:]].max())
+            margin = float(g[order[K - 1]] - g[order[K]] - dmax - 2.0 * e)
+            res[K] = {"certified": margin > 0, "margin": margin, "delta_max": dmax, "n": N}
+    else:
+        e = _eps(bound, np.full(m, N), var, alpha / m)
+        lo, up = np.clip(g - e, 0.0, 1.0), np.clip(g + e, 0.0, 1.0)
+        for K in ks:
+            if K >= m:
+                res[K] = _trivial(m, N)
+                continue
+            margin = _rigorous_margin(lo, up, deltas, order, K)
+            res[K] = {"certified": margin > 0, "margin": margin,
+                      "delta_max": float(deltas[order[K:]].max()), "n": N}
+    return res, {"g": g, "n": np.full(m, N), "lower": lo, "upper": up}
+
+
+def _hopeless(a, b, K):
+    """True when no K-subset S has ``min_S a > max_{not S} b`` (a = upper, b = lower + Delta)."""
+    m = len(a)
+    t = b[:, None]                       # candidate thresholds t = max_{not S} b
+    forced_in = b[None, :] > t           # (T, m): cannot be outside
+    forced_out = a[None, :] <= t         # cannot be inside
+    ok = (~(forced_in & forced_out).any(axis=1)) & (forced_in.sum(axis=1) <= K) & \
+         (K <= m - forced_out.sum(axis=1))
+    return not bool(ok.any())
+
+
+def _adaptive(smoothed, query, texts, deltas, ks, alpha, N, n0, bound):
+    m = len(texts)
+    grid = checkpoints(n0, N)
+    level = alpha / (m * len(grid))
+    n = np.zeros(m, dtype=np.int64)
+    s1 = np.zeros(m)
+    s2 = np.zeros(m)
+    lo, up, g = np.zeros(m), np.ones(m), np.zeros(m)
+    res = {K: _trivial(m, 0) for K in ks if K >= m}
+    open_ks = [K for K in ks if K < m]
+    active = np.ones(m, dtype=bool)
+    cache: dict = {}
+    for nl in grid:
+        if not open_ks:
+            break
+        todo = np.flatnonzero(active & (n < nl))
+        if len(todo):
+            new = smoothed.sample_scores_batch([query] * len(todo), [texts[i] for i in todo],
+                                               [nl - n[i] for i in todo], [n[i] for i in todo],
+                                               cache=cache)
+            for i, x in zip(todo, new):
+                s1[i] += x.sum()
+                s2[i] += (x * x).sum()
+            n[todo] = nl
+            g[todo] = s1[todo] / n[todo]
+            var = np.maximum(s2[todo] - n[todo] * g[todo] ** 2, 0.0) / np.maximum(n[todo] - 1, 1)
+            e = _eps(bound, n[todo], var, level)
+            lo[todo] = np.clip(g[todo] - e, 0.0, 1.0)
+            up[todo] = np.clip(g[todo] + e, 0.0, 1.0)
+        order = np.argsort(-g, kind="stable")
+        nmax = int(n.max())
+        still = []
+        for K in open_ks:
+            top, out = order[:K], order[K:]
+            margin = _rigorous_margin(lo, up, deltas, order, K)
+            dmax = float(deltas[out].max())
+            if margin > 0:
+                res[K] = {"certified": True, "margin": margin, "delta_max": dmax, "n": nmax}
+            elif nl == grid[-1] or _hopeless(up, lo + deltas, K):
+                res[K] = {"certified": False, "margin": margin, "delta_max": dmax, "n": nmax}
+            else:
+                still.append(K)
+        open_ks = still
+        active = np.zeros(m, dtype=bool)
+        for K in open_ks:
+            top, out = order[:K], order[K:]
+            out_hi = (up[out] + deltas[out]).max()
+            top_lo = lo[top].min()
+            active[top[lo[top] <= out_hi]] = True
+            active[out[up[out] + deltas[out] >= top_lo]] = True
+    return res, {"g": g, "n": n, "lower": lo, "upper": up}
