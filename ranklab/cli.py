@@ -111,6 +111,53 @@ def train_cross_encoder_cli(model, groups, cfg, transform):
     return train_cross_encoder(model, groups, cfg, doc_transform=transform)
 
 
+def cmd_main(args) -> int:
+    """The lab's main job on the built-in default (grows into the demo sweep)."""
+    import ranklab
+    from ranklab.collections import load_collection
+
+    col = load_collection(args.dataset)
+    cands = col.candidates("bm25", k=100)
+    rows = []
+    for spec in ("bm25", args.ranker):
+        t = time.perf_counter()
+        run = cands if spec == "bm25" else ranker_for(spec, col).transform(cands)
+        rows.append({"ranker": spec if spec == "bm25" else f"{spec} (reranks bm25 top-100)",
+                     **ranklab.evaluate(run, col.qrels, ["nDCG@10", "RR@10", "R@100"]),
+                     "seconds": round(time.perf_counter() - t, 1)})
+    print(f"{col!r}")
+    _print_table(rows)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    import pandas as pd
+
+    from ranklab.sweep import run_sweep, summarize
+
+    variables = dict(v.split("=", 1) for v in (args.var or []))
+    out = args.out or str(Path("runs") / Path(args.config).stem)
+    t = time.perf_counter()
+    table = run_sweep(args.config, out, jobs=args.jobs, backend=args.backend, dry_run=args.dry_run,
+                      variables=variables, retry_failed=not args.no_retry)
+    if args.dry_run:
+        with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+            print(table.to_string(index=False))
+        print(f"{len(table)} jobs")
+        return 0
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(summarize(table).to_string(index=False) if len(table) else "(no finished jobs)")
+    failures = Path(out) / "failures.jsonl"
+    n_failed = 0
+    if failures.exists():
+        done = set(table["job_id"]) if len(table) else set()
+        n_failed = len({json.loads(line)["job_id"] for line in failures.read_text().splitlines()
+                        if line.strip()} - done)
+    print(f"{len(table)} jobs finished, {n_failed} failed (see {failures}) in "
+          f"{time.perf_counter() - t:.0f}s; results: {out}/results.jsonl")
+    return 1 if n_failed else 0
+
+
 def _common(p, ranker_default="minilm"):
     p.add_argument("--ranker", default=ranker_default,
                    help="minilm | bm25 | bi-encoder:PATH | cross-encoder:PATH | model folder")
@@ -154,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", default=None, help="threat-model spec: train on randomly substituted copies")
     p.add_argument("--noise-fresh", action="store_true", help="fresh substitution draws every epoch")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run a config file's grid of studies (resumable)")
+    p.add_argument("config", help="YAML/TOML sweep config (see ranklab/sweep.py)")
+    p.add_argument("--out", default=None, help="results folder (default runs/<config name>)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
+    p.add_argument("--var", action="append", metavar="NAME=VALUE", help="value for ${NAME} in the config")
+    p.add_argument("--no-retry", action="store_true", help="do not retry jobs that failed before")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("main", help="the lab's main job on the built-in default")
+    p.add_argument("--ranker", default="minilm")
+    p.add_argument("--dataset", default="demo")
+    p.set_defaults(func=cmd_main)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)
