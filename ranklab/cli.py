@@ -111,22 +111,30 @@ def train_cross_encoder_cli(model, groups, cfg, transform):
     return train_cross_encoder(model, groups, cfg, doc_transform=transform)
 
 
-def cmd_main(args) -> int:
-    """The lab's main job on the built-in default (grows into the demo sweep)."""
-    import ranklab
-    from ranklab.collections import load_collection
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-    col = load_collection(args.dataset)
-    cands = col.candidates("bm25", k=100)
-    rows = []
-    for spec in ("bm25", args.ranker):
-        t = time.perf_counter()
-        run = cands if spec == "bm25" else ranker_for(spec, col).transform(cands)
-        rows.append({"ranker": spec if spec == "bm25" else f"{spec} (reranks bm25 top-100)",
-                     **ranklab.evaluate(run, col.qrels, ["nDCG@10", "RR@10", "R@100"]),
-                     "seconds": round(time.perf_counter() - t, 1)})
-    print(f"{col!r}")
-    _print_table(rows)
+
+def cmd_main(args) -> int:
+    """The lab's main job: the demo sweep (rank, attack, certify, report) on the built-in default."""
+    from ranklab.sweep import run_sweep, summarize
+
+    import pandas as pd
+
+    config = Path(args.config) if args.config else CONFIG_DIR / "demo.yaml"
+    t = time.perf_counter()
+    table = run_sweep(config, args.out, jobs=1)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(summarize(table).to_string(index=False) if len(table) else "(no finished jobs)")
+    print(f"\n{len(table)} jobs in {time.perf_counter() - t:.0f}s; results: {args.out}/results.jsonl")
+    reports = [r for r in (table.get("report", pd.Series(dtype=object)).dropna().tolist()) if r]
+    for r in reports:
+        print(f"certification report: {r}")
+    failed = Path(args.out) / "failures.jsonl"
+    done = set(table["job_id"]) if len(table) else set()
+    if failed.exists() and any(json.loads(x)["job_id"] not in done
+                               for x in failed.read_text().splitlines() if x.strip()):
+        print(f"some jobs failed: see {failed}; rerun the same command to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -141,8 +149,8 @@ def cmd_sweep(args) -> int:
     table = run_sweep(args.config, out, jobs=args.jobs, backend=args.backend, dry_run=args.dry_run,
                       variables=variables, retry_failed=not args.no_retry)
     if args.dry_run:
-        with pd.option_context("display.max_colwidth", 80, "display.width", 200):
-            print(table.to_string(index=False))
+        for r in table.itertuples():
+            print(f"{r.job_id}  {r.kind:9} {r.ranker:10} {Path(r.dataset).name:12} seed={r.seed}  {r.params}")
         print(f"{len(table)} jobs")
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", 30):
@@ -156,6 +164,59 @@ def cmd_sweep(args) -> int:
     print(f"{len(table)} jobs finished, {n_failed} failed (see {failures}) in "
           f"{time.perf_counter() - t:.0f}s; results: {out}/results.jsonl")
     return 1 if n_failed else 0
+
+
+def _json_safe(d: dict) -> dict:
+    import math
+
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float) and math.isnan(v):
+            v = None
+        elif hasattr(v, "item"):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def cmd_attack(args) -> int:
+    from ranklab.attack_job import run_attack_job
+
+    results, summary = run_attack_job(
+        ranker=args.ranker, dataset=args.dataset, method=args.method, targets=args.targets,
+        n_queries=args.queries, seed=args.seed, threat=args.threat, surrogate=args.surrogate,
+        surrogate_queries=args.surrogate_queries, surrogate_max_pairs=args.surrogate_max_pairs,
+        max_words=args.max_words, max_pp=args.max_pp, budget=args.budget, k=args.k,
+        first_stage=args.first_stage, out=args.out, progress=not args.quiet)
+    headline = ["n_targets", "ASR", "Boost", "T5R", "T10R", "PP", "similarity", "queries_per_target",
+                "queries_max", "wall_per_target_s"]
+    _print_table([{k: summary[k] for k in headline if k in summary}])
+    if args.out:
+        print(f"{len(results)} result rows -> {args.out}")
+    if args.json:
+        print(json.dumps(_json_safe(summary), default=str))
+    return 0
+
+
+def cmd_certify(args) -> int:
+    from ranklab.certify_job import run_certify_job
+
+    ks = [int(x) for x in args.ks] if args.ks else [K for K in (1, 3, 5, 10, 20) if K < args.k]
+    summary = run_certify_job(
+        ranker=args.ranker, dataset=args.dataset, seed=args.seed, first_stage=args.first_stage,
+        k=args.k, samples=args.samples, ks=ks, alpha=args.alpha, mode=args.mode, bound=args.bound,
+        R=args.R, threat=args.threat, temperature=args.temperature, n_queries=args.queries,
+        out_dir=args.out, progress=not args.quiet)
+    rows = [{"K": K, "CRQ": summary.get(f"CRQ@{K}")} for K in ks if f"CRQ@{K}" in summary]
+    _print_table(rows)
+    for key in ("n_queries", "nDCG@10_base", "nDCG@10_smoothed", "n_forward", "wall_s"):
+        if key in summary:
+            print(f"{key}: {summary[key]}")
+    if args.out:
+        print(f"report: {Path(args.out) / 'report.html'} (also report.md, report.json)")
+    if args.json:
+        print(json.dumps(_json_safe(summary), default=str))
+    return 0
 
 
 def _common(p, ranker_default="minilm"):
@@ -202,6 +263,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-fresh", action="store_true", help="fresh substitution draws every epoch")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("attack", help="attack a ranker's lists (word substitution)")
+    _common(p)
+    p.add_argument("--method", default="word-substitution", choices=["word-substitution", "textattack"])
+    p.add_argument("--targets", default="easy5", help="easy5 | hard5 | mixture | ranks:51,75,100")
+    p.add_argument("--threat", default="wordnet+glove", help="threat-model spec (attacks.threat)")
+    p.add_argument("--surrogate", default="imitation", help="imitation | victim (white-box) | model path")
+    p.add_argument("--surrogate-queries", type=int, default=20, help="attacker queries for imitation")
+    p.add_argument("--surrogate-max-pairs", type=int, default=None, help="cap on imitation training groups")
+    p.add_argument("--max-words", type=int, default=10)
+    p.add_argument("--max-pp", type=float, default=0.1, help="max share of words changed")
+    p.add_argument("--budget", type=int, default=None, help="victim queries per target")
+    p.add_argument("--out", default=None, help="JSONL file: one row per target, appended as they finish")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_attack, queries=20)
+
+    p = sub.add_parser("certify", help="certify top-K robustness by randomized smoothing; write a report")
+    _common(p)
+    p.set_defaults(k=20)
+    p.add_argument("--samples", type=int, default=200, help="smoothing draws per document (N)")
+    p.add_argument("--ks", nargs="+", default=None, help="K values (default 1 3 5 10 20 below --k)")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--mode", default="rigorous", choices=["rigorous", "certdr", "adaptive"])
+    p.add_argument("--bound", default="hoeffding", choices=["hoeffding", "bernstein"])
+    p.add_argument("--R", type=int, default=None, help="attacker's word budget (default: every word)")
+    p.add_argument("--threat", default="wordnet+glove")
+    p.add_argument("--temperature", type=float, default=None, help="sigmoid temperature of the squashing")
+    p.add_argument("--out", default=None, help="report folder (report.html, report.md, report.json)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_certify)
+
     p = sub.add_parser("sweep", help="run a config file's grid of studies (resumable)")
     p.add_argument("config", help="YAML/TOML sweep config (see ranklab/sweep.py)")
     p.add_argument("--out", default=None, help="results folder (default runs/<config name>)")
@@ -212,9 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-retry", action="store_true", help="do not retry jobs that failed before")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("main", help="the lab's main job on the built-in default")
-    p.add_argument("--ranker", default="minilm")
-    p.add_argument("--dataset", default="demo")
+    p = sub.add_parser("main", help="the lab's main job: the demo sweep (rank, attack, certify, report)")
+    p.add_argument("--config", default=None, help="sweep config (default configs/demo.yaml)")
+    p.add_argument("--out", default="runs/demo", help="results folder")
     p.set_defaults(func=cmd_main)
 
     for extra in _EXTRA_COMMANDS:
