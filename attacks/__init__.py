@@ -1,0 +1,39 @@
+"""Attacks on neural rankers and the threat model they share with certification.
+
+Exports (loaded on first use, so ``import attacks`` imports neither torch nor TextAttack):
+
+* :class:`WordSubstitutionAttack` (PRADA-style, :mod:`attacks.word_substitution`)
+* :class:`AttackResult`, :func:`sample_targets`, :func:`new_rank`, :func:`results_frame`
+  (:mod:`attacks.base`)
+* :func:`summarize` (:mod:`attacks.metrics`)
+* :class:`TextAttackWordSubstitution` (:mod:`attacks.textattack_backend`; imports TextAttack only
+  when an attack runs)
+"""
+from __future__ import annotations
+
+_EXPORTS = {
+    "WordSubstitutionAttack": "word_substitution",
+    "AttackResult": "base",
+    "Attack": "base",
+    "AttackError": "base",
+    "TargetNotInList": "base",
+    "EmptyDocument": "base",
+    "NoSubstitutes": "base",
+    "sample_targets": "base",
+    "new_rank": "base",
+    "results_frame": "base",
+    "RESULT_COLUMNS": "base",
+    "summarize": "metrics",
+    "TextAttackWordSubstitution": "textattack_backend",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'attacks' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{mod}", __name__), name)

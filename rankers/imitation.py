@@ -1,0 +1,241 @@
+"""Surrogates by imitation: train a differentiable cross-encoder to reproduce a victim's order.
+
+The attacker ranks its own queries' first-stage candidates with the victim *through an Oracle*
+(every scored pair is a counted victim query), samples training pairs from the victim's order and
+fine-tunes a cross-encoder with the lab's training loop (:mod:`rankers.training`).
+
+Sampling recipes (ranks 1-based, in the victim's order)
+-------------------------------------------------------
+``topk_all_pairs``   every ordered pair ``(d_i, d_j)``, ``i < j <= k`` of the victim's top-k
+                     (``k`` defaults to 29: 406 pairs per query).
+``top25_plus_tail``  all pairs within the top ``k`` (25) plus, for each top-k document, ``tail``
+                     (4) random documents from below rank ``k``.
+``pseudo_relevance`` the top ``k`` (5) documents are positives; each gets ``tail`` (4) random
+                     negatives from below rank ``2k`` (from below ``k`` when the list is short).
+
+Each pair becomes a group ``[better, worse]`` (a positive with ``tail`` negatives for
+``pseudo_relevance``). Losses: ``hinge`` (margin 1), ``ranknet`` (label-smoothed RankNet, the
+default) or ``listwise``.
+
+Agreement (:func:`agreement`): overlap@10 (``|top10(victim) & top10(surrogate)| / 10``) and
+rank-biased overlap (:func:`rbo`, ``p = 0.7``), averaged over queries.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from .base import Ranker
+from .oracle import Oracle
+
+RECIPES = ("topk_all_pairs", "top25_plus_tail", "pseudo_relevance")
+DEFAULT_K = {"topk_all_pairs": 29, "top25_plus_tail": 25, "pseudo_relevance": 5}
+
+
+# ------------------------------------------------------------------------------ rank overlap
+
+def rbo(a: Sequence, b: Sequence, p: float = 0.7, extrapolated: bool = True) -> float:
+    """Rank-biased overlap of two rankings (best first), in [0, 1].
+
+    With ``A_d = |a[:d] & b[:d]| / d`` and depth ``k = min(len(a), len(b))`` (longer list cut):
+
+    * ``extrapolated=True`` (default, Webber et al. 2010, eq. 32):
+      ``RBO_ext = A_k * p^k + (1 - p) * sum_{d=1..k} A_d * p^(d-1)``; equals 1 for identical
+      lists.
+    * ``extrapolated=False``: the lower bound ``(1 - p) * sum_{d=1..k} A_d * p^(d-1)``.
+
+    ``p`` in (0, 1): smaller ``p`` weighs the top more (p = 0.7 puts ~97% of the weight on the
+    top 10). Two empty lists give 1.0.
+    """
+    if not 0 < p < 1:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    k = min(len(a), len(b))
+    if k == 0:
+        return 1.0 if len(a) == len(b) else 0.0
+    seen_a, seen_b, overlap, total = set(), set(), 0, 0.0
+    agree = 0.0
+    for d in range(1, k + 1):
+        x, y = a[d - 1], b[d - 1]
+        if x == y:
+            overlap += 1
+        else:
+            overlap += (x in seen_b) + (y in seen_a)
+        seen_a.add(x)
+        seen_b.add(y)
+        agree = overlap / d
+        total += agree * p ** (d - 1)
+    lower = (1 - p) * total
+    return float(lower + agree * p ** k) if extrapolated else float(lower)
+
+
+def overlap_at(a: Sequence, b: Sequence, k: int = 10) -> float:
+    """``|a[:k] & b[:k]| / k`` (divides by ``min(k, len)`` when the lists are shorter)."""
+    n = min(k, len(a), len(b))
+    return 0.0 if n == 0 else len(set(a[:k]) & set(b[:k])) / n
+
+
+# ------------------------------------------------------------------------------ pair sampling
+
+def sample_groups(ranked_docs: Sequence[str], query: str, recipe: str, k: int, tail: int,
+                  rng: np.random.Generator, n_known: int | None = None) -> list:
+    """Training groups for one query from the victim's ordering ``ranked_docs`` (best first).
+
+    ``n_known``: with top-k access only the first ``n_known`` documents are ordered; the rest
+    of ``ranked_docs`` are known to rank below them (in unknown order) and only serve as tail
+    negatives.
+    """
+    from .training import Group
+
+    docs = list(ranked_docs)
+    n_known = len(docs) if n_known is None else min(n_known, len(docs))
+    top = docs[: min(k, n_known)]
+    below = docs[len(top):]
+    groups = []
+    if recipe in ("topk_all_pairs", "top25_plus_tail"):
+        for i in range(len(top)):
+            for j in range(i + 1, len(top)):
+                groups.append(Group(query, [top[i], top[j]]))
+        if recipe == "top25_plus_tail" and below and tail > 0:
+            for d in top:
+                pick = rng.choice(len(below), size=min(tail, len(below)), replace=False)
+                for t in sorted(pick):
+                    groups.append(Group(query, [d, below[t]]))
+    elif recipe == "pseudo_relevance":
+        pool = docs[2 * len(top):] if len(docs) > 2 * len(top) + tail else below
+        if pool and tail > 0:
+            for d in top:
+                pick = rng.choice(len(pool), size=min(tail, len(pool)), replace=False)
+                groups.append(Group(query, [d] + [pool[t] for t in sorted(pick)]))
+    else:
+        raise ValueError(f"unknown recipe {recipe!r}; use one of {RECIPES}")
+    return groups
+
+
+def _victim_order(victim, query: str, texts: list[str], docnos: list[str]) -> tuple[list[str], int]:
+    """(docnos best first, how many of them are ordered) through an Oracle or a plain Ranker."""
+    if isinstance(victim, Oracle):
+        if victim.access == "topk":
+            top = victim.topk(query, texts, docnos)
+            rest = [d for d in docnos if d not in set(top)]
+            return top + rest, len(top)
+        return victim.ranking(query, texts, docnos), len(docnos)
+    if isinstance(victim, Ranker):
+        s = victim.score(query, texts)
+        return [docnos[i] for i in np.argsort(-s, kind="stable")], len(docnos)
+    raise TypeError(f"victim must be an Oracle or a Ranker, got {type(victim).__name__}")
+
+
+def _qid_list(col, queries) -> list[str]:
+    if queries is None:
+        return col.queries["qid"].astype(str).tolist()
+    if hasattr(queries, "columns"):
+        return queries["qid"].astype(str).tolist()
+    return [str(q) for q in queries]
+
+
+# ------------------------------------------------------------------------------ training
+
+def train_surrogate(victim: Oracle, col, queries, recipe: str = "topk_all_pairs",
+                    base: str = "minilm", loss: str = "ranknet", epochs: int = 1, seed: int = 0,
+                    k: int | None = None, first_stage: str = "bm25", candidates_k: int = 100,
+                    tail: int = 4, max_pairs: int | None = None, lr: float = 3e-5,
+                    batch_size: int = 16, max_length: int | None = 256, progress: bool = True):
+    """Train a cross-encoder that imitates ``victim`` on the attacker's ``queries``.
+
+    Parameters
+    ----------
+    victim : an :class:`Oracle` (victim queries are counted; access ``rank``/``score`` gives the
+        full order of the candidates, ``topk`` only the top ``oracle.k``).
+    col : the collection (documents, queries, first-stage candidates).
+    queries : the attacker's qids (a list or a frame with ``qid``); keep them disjoint from the
+        queries that will be attacked.
+    recipe, k, tail : pair sampling (module doc); ``k=None`` takes the recipe's default
+        (29 / 25 / 5).
+    base : ``minilm``, a model folder or a hub id (the encoder; the head starts fresh from ``seed``).
+    loss : ``hinge`` (margin 1), ``ranknet`` (label smoothing 0.1) or ``listwise``.
+    max_pairs : optional cap on the training groups (a seeded sample), a speed option.
+    lr, batch_size, epochs : training (batch_size = groups per step).
+    max_length : word pieces per (query, document) pair for the surrogate (capped by the
+        model's own limit).
+
+    Returns the trained :class:`~rankers.encoders.CrossEncoder` (eval mode) with an
+    ``imitation_info`` dict: victim name, qids, ``victim_queries`` (pairs scored by the victim),
+    recipe, k, loss, epochs, ``n_groups``, final loss, seconds.
+    """
+    from .training import TrainConfig, new_cross_encoder, train_cross_encoder
+
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; use one of {RECIPES}")
+    k = DEFAULT_K[recipe] if k is None else int(k)
+    if k < 2 and recipe != "pseudo_relevance":
+        raise ValueError("k must be >= 2 for pair recipes")
+    qids = _qid_list(col, queries)
+    if not qids:
+        raise ValueError("no queries to imitate the victim on; give the attacker's qids")
+    t0 = time.perf_counter()
+    used0 = victim.queries_used if isinstance(victim, Oracle) else 0
+    rng = np.random.default_rng(seed)
+    cands = col.candidates(first_stage, k=candidates_k, qids=qids)
+    groups = []
+    for qid, g in cands.groupby("qid", sort=True):
+        g = g.sort_values("rank")
+        texts, docnos = g["text"].tolist(), g["docno"].astype(str).tolist()
+        if len(texts) < 2:
+            continue
+        query = str(g["query"].iloc[0])
+        order, n_known = _victim_order(victim, query, texts, docnos)
+        by_no = dict(zip(docnos, texts))
+        for grp in sample_groups(order, query, recipe, k, tail, rng, n_known):
+            grp.docs = [by_no[d] for d in grp.docs]
+            groups.append(grp)
+    if not groups:
+        raise ValueError(f"no training pairs: the queries {qids[:5]} have fewer than 2 candidates")
+    if max_pairs is not None and len(groups) > max_pairs:
+        pick = np.sort(rng.choice(len(groups), size=int(max_pairs), replace=False))
+        groups = [groups[i] for i in pick]
+    model = new_cross_encoder(str(base), seed=seed)
+    if max_length is not None:  # never beyond the model's own limit
+        model.max_length = min(model.max_length, int(max_length))
+    cfg = TrainConfig(loss=loss, epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
+                      seed=int(seed))
+    hist = train_cross_encoder(model, groups, cfg, progress=progress)
+    used = (victim.queries_used - used0) if isinstance(victim, Oracle) else 0
+    tail_loss = hist["loss"][-20:]
+    model.imitation_info = {
+        "victim": getattr(victim, "name", type(victim).__name__), "qids": qids,
+        "victim_queries": int(used), "recipe": recipe, "k": k, "tail": tail, "loss": loss,
+        "epochs": int(epochs), "lr": float(lr), "n_groups": len(groups), "seed": int(seed),
+        "base": str(base), "first_stage": first_stage, "candidates_k": int(candidates_k),
+        "final_loss": float(np.mean(tail_loss)) if tail_loss else None,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return model
+
+
+def agreement(victim_or_ranker, surrogate: Ranker, col, queries, first_stage: str = "bm25",
+              candidates_k: int = 100, p: float = 0.7, at: int = 10) -> dict:
+    """Agreement of ``surrogate`` with the victim on ``queries``' first-stage candidates.
+
+    ``victim_or_ranker``: an :class:`Oracle` (counted queries) or a :class:`Ranker` (not counted).
+    Returns ``{"overlap@10": mean, "rbo": mean RBO_ext(p), "n_queries": n, "victim_queries": n}``
+    (the overlap key follows ``at``).
+    """
+    qids = _qid_list(col, queries)
+    cands = col.candidates(first_stage, k=candidates_k, qids=qids)
+    used0 = victim_or_ranker.queries_used if isinstance(victim_or_ranker, Oracle) else 0
+    ov, rb = [], []
+    for qid, g in cands.groupby("qid", sort=True):
+        g = g.sort_values("rank")
+        texts, docnos = g["text"].tolist(), g["docno"].astype(str).tolist()
+        query = str(g["query"].iloc[0])
+        v_order, _ = _victim_order(victim_or_ranker, query, texts, docnos)
+        s = surrogate.score(query, texts)
+        s_order = [docnos[i] for i in np.argsort(-s, kind="stable")]
+        ov.append(overlap_at(v_order, s_order, at))
+        rb.append(rbo(v_order, s_order, p))
+    used = (victim_or_ranker.queries_used - used0) if isinstance(victim_or_ranker, Oracle) else 0
+    return {f"overlap@{at}": float(np.mean(ov)) if ov else float("nan"),
+            "rbo": float(np.mean(rb)) if rb else float("nan"),
+            "n_queries": len(ov), "victim_queries": int(used)}
