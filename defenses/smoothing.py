@@ -509,3 +509,52 @@ def noisy_copy(texts: Sequence[str], threat, seed: int = 0, draws: int = 1,
         idx = rng.integers(0, plan.sizes, size=(int(draws), len(plan.sizes)))
         out.extend(plan.texts(idx))
     return out
+
+
+def noise_transform(threat_spec, fresh_per_epoch: bool = False, seed: int = 0,
+                    max_set_size: int = 100):
+    """A ``doc_transform(docs, epoch, rng) -> list`` for noisy training (CertDR).
+
+    For :func:`rankers.training.train_cross_encoder`: every document of a batch is replaced by one
+    draw from its smoothing distribution (each word with a smoothing set replaced by a uniform
+    draw from it, as :func:`noisy_copy`). Draws are keyed by ``(seed, stable hash of the text)``,
+    so a document gets the same copy whichever batch or position it lands in; ``rng`` (the
+    trainer's generator) is accepted and not used, which keeps the copies independent of batch
+    order.
+
+    ``fresh_per_epoch=False`` (the paper's setting): one draw per document, the same every epoch.
+    ``fresh_per_epoch=True``: a new draw per document and epoch (keyed by ``(seed, epoch)``).
+    ``threat_spec``: a spec for :func:`attacks.threat.load_threat_model` (e.g.
+    ``"wordnet+glove"``), a ThreatModel or a :class:`SmoothingSets` (used as is; the smoothing
+    sets are built once, lazily, and shared by every call). ``seed``: non-negative integer.
+    The input list is never modified. The returned function carries ``.sets`` (the
+    :class:`SmoothingSets`) and ``.describe()`` (a JSON-able record for training metadata).
+    """
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(threat_spec, SmoothingSets):
+        sets = threat_spec
+    else:
+        from attacks.threat import load_threat_model
+
+        sets = SmoothingSets(load_threat_model(threat_spec), max_set_size=max_set_size)
+    seed = int(seed)
+    fresh = bool(fresh_per_epoch)
+
+    def doc_transform(docs, epoch=0, rng=None):
+        if isinstance(docs, str):
+            raise TypeError("doc_transform takes a list of documents, not one string")
+        if fresh:
+            if int(epoch) != epoch or epoch < 0:
+                raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+            s = stable_hash(f"noise-epoch:{seed}:{int(epoch)}")
+        else:
+            s = seed
+        return noisy_copy(list(docs), sets, seed=s)
+
+    doc_transform.sets = sets
+    doc_transform.describe = lambda: {"noise": sets.threat.name,
+                                      "noise_fingerprint": sets.threat.fingerprint,
+                                      "sets_fingerprint": sets.fingerprint,
+                                      "fresh_per_epoch": fresh, "seed": seed}
+    return doc_transform
