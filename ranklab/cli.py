@@ -124,7 +124,7 @@ def cmd_main(args) -> int:
     t = time.perf_counter()
     table = run_sweep(config, args.out, jobs=1)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(summarize(table).to_string(index=False) if len(table) else "(no finished jobs)")
+        print(summarize(table).to_string(index=False, na_rep="") if len(table) else "(no finished jobs)")
     print(f"\n{len(table)} jobs in {time.perf_counter() - t:.0f}s; results: {args.out}/results.jsonl")
     reports = [r for r in (table.get("report", pd.Series(dtype=object)).dropna().tolist()) if r]
     for r in reports:
@@ -154,7 +154,7 @@ def cmd_sweep(args) -> int:
         print(f"{len(table)} jobs")
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(summarize(table).to_string(index=False) if len(table) else "(no finished jobs)")
+        print(summarize(table).to_string(index=False, na_rep="") if len(table) else "(no finished jobs)")
     failures = Path(out) / "failures.jsonl"
     n_failed = 0
     if failures.exists():

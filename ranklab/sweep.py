@@ -408,14 +408,20 @@ def _run_ray(pending, out, jobs, record):
             ray.shutdown()
 
 
-def summarize(table: pd.DataFrame, max_cols: int = 8) -> pd.DataFrame:
-    """A compact summary: one row per job with its headline metrics."""
+HEADLINE = ("nDCG@10", "RR@10", "ASR", "boost", "T10R", "PP", "queries_mean", "CRQ@1", "CRQ@3", "CRQ@5",
+            "CRQ@10", "nDCG@10_smoothed", "wall_s")
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """A compact summary: one row per job (kind, ranker, dataset, seed, the grid parameters that
+    vary) with the headline metrics it has (attack: ASR/boost/T10R/PP/victim queries;
+    certification: CRQ@K and the smoothed ranker's nDCG@10; evaluation: nDCG@10/RR@10)."""
     if table.empty:
         return table
-    headline = ["nDCG@10", "RR@10", "ASR", "Boost", "T10R", "PP", "CRQ@1", "CRQ@3", "CRQ@5", "CRQ@10",
-                "queries_per_target", "wall_s"]
-    cols = ["kind", "ranker", "dataset", "seed"] + [c for c in table.columns if c.startswith("param.")]
-    cols += [c for c in headline if c in table.columns][:max_cols]
+    params = [c for c in table.columns if c.startswith("param.") and table[c].nunique(dropna=True) > 1
+              and table.groupby("kind")[c].nunique().max() > 1]
+    cols = ["kind", "ranker", "dataset", "seed"] + params + [c for c in HEADLINE if c in table.columns]
     t = table[cols].copy()
     t["dataset"] = t["dataset"].map(lambda d: Path(str(d)).name)
-    return t
+    t.columns = [c.replace("param.", "") for c in t.columns]
+    return t.round(4)
