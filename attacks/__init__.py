@@ -8,6 +8,7 @@ Exports (loaded on first use, so ``import attacks`` imports neither torch nor Te
 * :func:`summarize` (:mod:`attacks.metrics`)
 * :class:`TextAttackWordSubstitution` (:mod:`attacks.textattack_backend`; imports TextAttack only
   when an attack runs)
+* :class:`ThreatModel`, :class:`SynonymTable`, :func:`load_threat_model` (:mod:`attacks.threat`)
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ _EXPORTS = {
     "RESULT_COLUMNS": "base",
     "summarize": "metrics",
     "TextAttackWordSubstitution": "textattack_backend",
+    "ThreatModel": "threat",
+    "SynonymTable": "threat",
+    "load_threat_model": "threat",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -69,6 +69,7 @@ def _parse_targets(targets: str) -> tuple[str, list[int] | None]:
 
 def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recipe: str,
                         k: int | None, base: str, loss: str, epochs: int, seed: int,
+                        tail: int = 4,
                         first_stage: str, candidates_k: int, max_pairs: int | None, lr: float,
                         max_length: int, progress: bool = True, cache: bool = True):
     """Train (or load from the disk cache) an imitation surrogate; returns ``(model, info)``."""
@@ -79,7 +80,8 @@ def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recip
 
     config = {"version": _SURROGATE_CACHE_VERSION, "victim": victim_spec,
               "victim_name": victim.name, "dataset": col.name, "dataset_fp": col.fingerprint,
-              "qids": sorted(qids), "recipe": recipe, "k": k, "base": base, "loss": loss,
+              "qids": sorted(qids), "recipe": recipe, "k": k, "tail": tail, "base": base,
+              "loss": loss,
               "epochs": epochs, "seed": seed, "first_stage": first_stage,
               "candidates_k": candidates_k, "max_pairs": max_pairs, "lr": lr,
               "max_length": max_length}
@@ -95,7 +97,8 @@ def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recip
         return model, info
     oracle = Oracle(victim, access="rank")
     model = train_surrogate(oracle, col, qids, recipe=recipe, base=base, loss=loss, epochs=epochs,
-                            seed=seed, k=k, first_stage=first_stage, candidates_k=candidates_k,
+                            seed=seed, k=k, tail=tail, first_stage=first_stage,
+                            candidates_k=candidates_k,
                             max_pairs=max_pairs, lr=lr, max_length=max_length, progress=progress)
     info = {**model.imitation_info, "cached": False, "path": str(path), "config_hash": key}
     if cache:
@@ -119,6 +122,7 @@ def run_attack_job(ranker: str = "minilm", dataset: str = "demo",
                    n_queries: int = 20, seed: int = 0, threat: str = "wordnet+glove",
                    surrogate: str = "imitation", surrogate_queries: int = 20,
                    surrogate_recipe: str = "topk_all_pairs", surrogate_k: int | None = None,
+                   surrogate_tail: int = 4,
                    surrogate_base: str = "minilm", surrogate_loss: str = "ranknet",
                    surrogate_epochs: int = 1, surrogate_max_pairs: int | None = None,
                    surrogate_lr: float = 3e-5, surrogate_max_length: int = 256,
@@ -140,7 +144,7 @@ def run_attack_job(ranker: str = "minilm", dataset: str = "demo",
     threat : threat-model spec (``attacks.threat.load_threat_model``).
     surrogate : ``imitation`` | ``victim`` (white-box) | a ranker spec/path.
     surrogate_queries : attacker queries for imitation (disjoint from the attack queries).
-    surrogate_recipe, surrogate_k, surrogate_base, surrogate_loss, surrogate_epochs,
+    surrogate_recipe, surrogate_k, surrogate_tail, surrogate_base, surrogate_loss, surrogate_epochs,
     surrogate_max_pairs, surrogate_lr, surrogate_max_length : imitation training
         (``rankers.imitation.train_surrogate``).
     max_words, max_pp : caps on changed words (count; fraction of the document's words).
@@ -196,6 +200,7 @@ def run_attack_job(ranker: str = "minilm", dataset: str = "demo",
                           f"({surrogate_queries} asked)", stacklevel=2)
         sur, info = imitation_surrogate(
             victim, ranker, col, sur_qids, recipe=surrogate_recipe, k=surrogate_k,
+            tail=surrogate_tail,
             base=surrogate_base, loss=surrogate_loss, epochs=surrogate_epochs, seed=seed,
             first_stage=first_stage, candidates_k=k, max_pairs=surrogate_max_pairs,
             lr=surrogate_lr, max_length=surrogate_max_length, progress=progress)
@@ -232,7 +237,8 @@ def run_attack_job(ranker: str = "minilm", dataset: str = "demo",
     config = {"ranker": ranker, "dataset": dataset, "method": method, "targets": targets,
               "n_queries": n_queries, "seed": seed, "threat": threat, "surrogate": surrogate,
               "surrogate_queries": surrogate_queries, "surrogate_recipe": surrogate_recipe,
-              "surrogate_k": surrogate_k, "surrogate_base": surrogate_base,
+              "surrogate_k": surrogate_k, "surrogate_tail": surrogate_tail,
+              "surrogate_base": surrogate_base,
               "surrogate_loss": surrogate_loss, "surrogate_epochs": surrogate_epochs,
               "surrogate_max_pairs": surrogate_max_pairs, "max_words": max_words,
               "max_pp": max_pp, "budget": budget, "k": k, "competitors_k": competitors_k,

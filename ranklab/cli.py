@@ -188,8 +188,8 @@ def cmd_attack(args) -> int:
         surrogate_queries=args.surrogate_queries, surrogate_max_pairs=args.surrogate_max_pairs,
         max_words=args.max_words, max_pp=args.max_pp, budget=args.budget, k=args.k,
         first_stage=args.first_stage, out=args.out, progress=not args.quiet)
-    headline = ["n_targets", "ASR", "Boost", "T5R", "T10R", "PP", "similarity", "queries_per_target",
-                "queries_max", "wall_per_target_s"]
+    headline = ["n_targets", "ASR", "boost", "T5R", "T10R", "PP", "similarity", "queries_mean",
+                "queries_max", "wall_s_mean"]
     _print_table([{k: summary[k] for k in headline if k in summary}])
     if args.out:
         print(f"{len(results)} result rows -> {args.out}")
