@@ -541,7 +541,8 @@ def _verdict(att: dict | None) -> tuple[str, str, str]:
     if att["checks"] == 0:
         return ("muted", "No attacked document was outside the top K of a certified list",
                 "The check needs targets ranked below K in lists certified at K.")
-    return ("good", f"No certified list was broken ({att['checks']} checks)",
+    n = att["checks"]
+    return ("good", f"No certified list was broken ({n} check{'s' if n != 1 else ''})",
             "Every attack on a document outside the top K of a certified list left that top K "
             "unchanged, as the certificate guarantees.")
 
