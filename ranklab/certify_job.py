@@ -143,10 +143,10 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
                     ks: Sequence[int] = (1, 3, 5, 10, 20), alpha: float = 0.05,
                     mode: str = "rigorous", bound: str = "hoeffding", R: int | None = None,
                     threat="wordnet+glove", temperature: float | None = None,
-                    center="auto", symmetric: bool = False, n0: int | None = None,
+                    center="auto", symmetric: bool = True, n0: int | None = None,
                     max_set_size: int = 100, n_queries: int | None = None,
                     attack: dict | None = None, out_dir: str | None = None,
-                    progress: bool = True) -> dict:
+                    dtype: str = "fp32", progress: bool = True) -> dict:
     """Certify ``ranker``'s top-K lists on ``dataset``; returns a flat summary dict.
 
     Parameters (plain values)
@@ -170,8 +170,12 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
         median clean base score of the job's candidate pairs, computed before any draw and
         recorded; a number; or ``None``/0 for no shift.
     symmetric : close the threat model under symmetry on the collection's vocabulary first
-        (:func:`symmetric_closure`; a superset of the threat, so certificates also hold against
-        the original one, with much smaller radii).
+        (:func:`symmetric_closure`; default True). The closure allows every substitution of
+        ``threat`` on the collection's documents plus the reverse ones, so a certificate against
+        it also holds against ``threat`` itself; its smoothing sets are whole synonym components,
+        so radii are small (Cranfield, ``wordnet+glove``: median 0.01 instead of about 1.0).
+        ``False`` certifies against ``threat`` as given, where neighbour lists that are not
+        symmetric make almost every long document's radius close to 1 (nothing certifies).
     n0 : first look of the adaptive mode (default ``min(32, samples)``).
     max_set_size : largest smoothing set (the published construction uses 100).
     n_queries : a seeded sample of this many queries (``None``: every query).
@@ -179,6 +183,8 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
         smoothed ranker (see :func:`attack_certified_lists` for keys), or ``{"results": PATH}``
         to check a saved attack-results file whose ranks refer to the smoothed lists.
     out_dir : folder for ``report.html``, ``report.md``, ``report.json`` (no report when None).
+    dtype : encoder precision for transformer rankers (``fp32`` or ``bf16``; the certificate is
+        about the ranker at that precision).
     progress : progress bars.
 
     Returns a flat dict: ``CRQ@K`` for each K, ``n_queries``, ``<measure>_base`` and
@@ -196,13 +202,15 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
     if isinstance(seed, bool) or int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     kept = _check_args(k, samples, ks, alpha, mode, bound, R, n_queries, symmetric)
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"dtype must be 'fp32' or 'bf16', got {dtype!r}")
     k, samples, seed = int(k), int(samples), int(seed)
 
     col = _select_queries(load_collection(dataset), n_queries, seed)
     cands = col.candidates(first_stage, k=k)
     if cands.empty:
         raise ValueError(f"{col.name}: the first stage {first_stage!r} returned no candidates")
-    base = ranker_for(ranker, col)
+    base = ranker_for(ranker, col, **({} if dtype == "fp32" else {"dtype": dtype}))
     ranker_spec = ranker if isinstance(ranker, str) else getattr(ranker, "name", str(ranker))
     same = ranker_spec == "bm25" and first_stage == "bm25"
     base_run = cands.copy() if same else base.transform(cands)
@@ -264,12 +272,13 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
         "threat_spec": threat if isinstance(threat, (str, dict)) else threat_model.name,
         "threat_fingerprint": threat_model.fingerprint, "symmetric": symmetric,
         "sets_fingerprint": sets.fingerprint, "max_set_size": max_set_size,
-        "squash": "sigmoid", "temperature": T, "center": c, "mode": mode, "bound": bound,
+        "squash": "sigmoid", "temperature": T, "dtype": dtype, "center": c, "mode": mode, "bound": bound,
         "alpha": alpha, "N": samples, "n0": cert.params.get("n0"), "R": R, "seed": seed,
         "ks": kept, "n_forward": n_forward, "certify_s": round(certify_s, 2),
         "wall_s": round(wall_s, 2),
         "command": _command(ranker_spec, dataset, first_stage, k, samples, kept, alpha, mode,
-                            bound, R, threat, seed, n_queries, symmetric),
+                            bound, R, threat, seed, n_queries, symmetric, n0, dtype,
+                            temperature, center, max_set_size),
         "qids": sorted(cands["qid"].astype(str).unique()),
         "query_text": dict(zip(col.queries["qid"].astype(str), col.queries["query"])),
     }
@@ -318,7 +327,8 @@ def _attack_summary(att: dict, K: int | None) -> dict:
 
 
 def _command(ranker, dataset, first_stage, k, samples, ks, alpha, mode, bound, R, threat, seed,
-             n_queries, symmetric) -> str:
+             n_queries, symmetric, n0=None, dtype="fp32", temperature=None, center="auto",
+             max_set_size=100) -> str:
     parts = [f"ranklab certify --ranker {ranker} --dataset {dataset} --first-stage {first_stage}",
              f"--k {k} --samples {samples} --seed {seed} --alpha {alpha} --mode {mode}"]
     if bound != "hoeffding":
@@ -329,8 +339,18 @@ def _command(ranker, dataset, first_stage, k, samples, ks, alpha, mode, bound, R
         parts.append(f"--threat '{threat}'")
     if n_queries is not None:
         parts.append(f"--queries {n_queries}")
-    if symmetric:
-        parts.append("--symmetric")
+    if not symmetric:
+        parts.append("--no-symmetric")
+    if n0 is not None and mode == "adaptive":
+        parts.append(f"--n0 {n0}")
+    if dtype != "fp32":
+        parts.append(f"--dtype {dtype}")
+    if temperature is not None:
+        parts.append(f"--temperature {temperature}")
+    if center != "auto":
+        parts.append(f"--center {0 if center is None else center}")
+    if max_set_size != 100:
+        parts.append(f"--max-set-size {max_set_size}")
     parts.append("--ks " + " ".join(str(x) for x in ks))
     return " ".join(parts)
 

@@ -198,6 +198,15 @@ def cmd_attack(args) -> int:
     return 0
 
 
+def _center_arg(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--center must be 'auto' or a number, got {text!r}") from None
+
+
 def cmd_certify(args) -> int:
     from ranklab.certify_job import run_certify_job
 
@@ -206,7 +215,9 @@ def cmd_certify(args) -> int:
         ranker=args.ranker, dataset=args.dataset, seed=args.seed, first_stage=args.first_stage,
         k=args.k, samples=args.samples, ks=ks, alpha=args.alpha, mode=args.mode, bound=args.bound,
         R=args.R, threat=args.threat, temperature=args.temperature, n_queries=args.queries,
-        out_dir=args.out, progress=not args.quiet)
+        symmetric=args.symmetric, n0=args.n0, center=_center_arg(args.center),
+        max_set_size=args.max_set_size, dtype=args.dtype, out_dir=args.out,
+        progress=not args.quiet)
     rows = [{"K": K, "CRQ": summary.get(f"CRQ@{K}")} for K in ks if f"CRQ@{K}" in summary]
     _print_table(rows)
     for key in ("n_queries", "nDCG@10_base", "nDCG@10_smoothed", "n_forward", "wall_s"):
@@ -289,7 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bound", default="hoeffding", choices=["hoeffding", "bernstein"])
     p.add_argument("--R", type=int, default=None, help="attacker's word budget (default: every word)")
     p.add_argument("--threat", default="wordnet+glove")
-    p.add_argument("--temperature", type=float, default=None, help="sigmoid temperature of the squashing")
+    p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=True,
+                   help="certify against the threat model closed under symmetry on the collection's "
+                        "vocabulary (a superset, so certificates hold against the threat itself; "
+                        "default) or, with --no-symmetric, against the threat as given")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sigmoid temperature of the squashing (default: 0.05 bi-encoders, 1.0 others)")
+    p.add_argument("--center", default="auto",
+                   help="constant subtracted before the squash: auto (median clean score) or a number")
+    p.add_argument("--n0", type=int, default=None, help="adaptive mode: first look (default min(32, N))")
+    p.add_argument("--max-set-size", type=int, default=100, help="largest smoothing set")
     p.add_argument("--out", default=None, help="report folder (report.html, report.md, report.json)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")

@@ -494,7 +494,7 @@ _META_LABELS = [
     ("threat", "Threat model"), ("threat_spec", "Threat model (spec)"),
     ("threat_fingerprint", "Threat-model fingerprint"), ("sets_fingerprint", "Smoothing-set fingerprint"),
     ("max_set_size", "Max smoothing-set size"), ("symmetric", "Symmetric closure"),
-    ("squash", "Squash"), ("temperature", "Temperature"), ("center", "Center (subtracted)"),
+    ("dtype", "Encoder precision"), ("squash", "Squash"), ("temperature", "Temperature"), ("center", "Center (subtracted)"),
     ("mode", "Certification mode"), ("bound", "Confidence bound"), ("alpha", "α"),
     ("N", "Samples per document (N)"), ("n0", "First look (adaptive n0)"),
     ("R", "Word budget R (None: every word)"), ("seed", "Smoothing seed"), ("ks", "Cut-offs K"),
@@ -558,12 +558,22 @@ def _interpretation(data: dict) -> list[str]:
             msg += (f" The median document radius Δ is {med:.3f}: an allowed substitution can "
                     "move a smoothed score by almost the whole [0, 1] range, so no score gap "
                     "can cover it. Smaller radii need smoothing sets that are equal across "
-                    "each attack set (e.g. the symmetric closure of the threat model) or a word "
-                    "budget R.")
+                    "each attack set or a word budget R")
+            if data.get("meta", {}).get("symmetric") is False:
+                msg += (": certify against the threat model's symmetric closure (drop "
+                        "--no-symmetric, or symmetric=True) or pass --R.")
+            else:
+                msg += " (--R N: at most N substituted words per document)."
         else:
             msg += (" Radii are small, so the confidence terms or small score gaps are what "
                     "stop certification: more samples (N) or a steeper squash help.")
         out.append(msg)
+    meta = data.get("meta", {})
+    if meta.get("symmetric"):
+        out.append(f"Certificates are against {meta.get('threat', 'the symmetric closure')}, the "
+                   "threat model closed under symmetry on the collection's vocabulary: it allows "
+                   "every substitution of the threat model as given (and the reverse ones), so "
+                   "each certificate also holds against the threat model as given.")
     b, sm = s.get(f"{_PRIMARY_MEASURE}_base"), s.get(f"{_PRIMARY_MEASURE}_smoothed")
     if b is not None and sm is not None:
         out.append(f"Smoothing changes {_PRIMARY_MEASURE} from {b:.4f} to {sm:.4f} "

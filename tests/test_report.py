@@ -36,7 +36,7 @@ def table_spec(tmp_path):
 
 def job(synthetic, table_spec, **kw):
     args = dict(ranker="term-weight", dataset=str(synthetic), k=5, ks=(1, 2, 3, 4, 5, 20),
-                samples=64, threat=table_spec, center=None, progress=False)
+                samples=64, threat=table_spec, center=None, symmetric=False, progress=False)
     args.update(kw)
     return run_certify_job(**args)
 
@@ -149,9 +149,11 @@ def tiny_certificate(n=400, seed=0):
     return sm, run, certify(sm, run, ks=(1, 2, 3), progress=False)
 
 
-def exhaustive_attack_frame(sm, run, cert) -> pd.DataFrame:
+def exhaustive_attack_frame(sm, run, cert, attack_set=None) -> pd.DataFrame:
     """Every allowed substitution of every document, scored by the smoothed ranker against the
-    other documents' fixed estimates: the strongest attack-results frame there is."""
+    other documents' fixed estimates: the strongest attack-results frame there is.
+    ``attack_set(word)``: the attacker's options (default: the smoothed ranker's threat)."""
+    attack_set = attack_set or sm.sets.attack_set
     from attacks.base import new_rank
 
     rows = []
@@ -161,7 +163,7 @@ def exhaustive_attack_frame(sm, run, cert) -> pd.DataFrame:
         text = dict(zip(sub["docno"], sub["text"]))
         for r in g.itertuples(index=False):
             view = tokenize(text[r.docno])
-            opts = [[match_case(w, x) for x in sm.sets.attack_set(w)] for w in view.words]
+            opts = [[match_case(w, x) for x in attack_set(w)] for w in view.words]
             others = g.loc[g["docno"] != r.docno, "g"].to_numpy()
             orig_rank = new_rank(r.g, others)
             best = orig_rank
@@ -189,6 +191,74 @@ def test_certified_list_never_broken_by_exhaustive_attack(tmp_path):
     assert "No certified list was broken" in html and "SOUNDNESS ALERT" not in html
     data = json.loads(Path(paths["json"]).read_text())
     assert data["summary"]["broken_certified"] == 0 and data["summary"]["sound"] is True
+
+
+# asymmetric on purpose: as given, T_good = {good, fine, great} but T_fine = {fine, nice}
+ASYM = SynonymTable({"good": ["fine", "great"], "fine": ["nice"], "bad": ["poor"],
+                     "poor": ["weak"]}, symmetric=False, name="asym")
+
+
+def test_symmetric_closure_contains_the_threat_and_its_reverse():
+    from types import SimpleNamespace
+
+    from ranklab.certify_job import symmetric_closure
+
+    docs = [t for ts in LISTS.values() for t in ts]
+    col = SimpleNamespace(name="tiny", documents=pd.DataFrame({"text": docs}))
+    closed = symmetric_closure(ASYM, col)
+    vocab = {w.lower() for t in docs for w in tokenize(t).words}
+    for w in vocab:
+        for x in ASYM.neighbours(w):
+            assert x in closed.neighbours(w) and w in closed.neighbours(x)
+    assert set(closed.neighbours("nice")) == {"fine"}  # reverse pair of fine -> nice
+    assert SmoothingSets(ASYM).radius("good fine") > 0  # as given: sets differ
+    assert SmoothingSets(closed).radius("good fine") == 0  # closure: one small component
+
+
+def test_certificate_on_closure_never_broken_by_attack_with_original_threat():
+    """Certify against the symmetric closure, attack with the threat as given, exhaustively."""
+    from types import SimpleNamespace
+
+    from ranklab.certify_job import symmetric_closure
+
+    rows = [{"qid": q, "query": "movie", "docno": f"{q}-{i}", "text": t}
+            for q, docs in LISTS.items() for i, t in enumerate(docs)]
+    run = pd.DataFrame(rows)
+    closed = symmetric_closure(ASYM, SimpleNamespace(name="tiny", documents=run[["text"]]))
+    ranker = TermWeightRanker(WEIGHTS, query_weight=0.0)
+    plain = certify(SmoothedRanker(ranker, ASYM, n_samples=400, seed=0, temperature=1.0), run,
+                    ks=(1, 2, 3), progress=False)
+    sm = SmoothedRanker(ranker, closed, n_samples=400, seed=0, temperature=1.0)
+    cert = certify(sm, run, ks=(1, 2, 3), progress=False)
+    assert cert.docs["delta"].max() == 0 < plain.docs["delta"].max()
+    assert cert.frame["certified"].sum() > plain.frame["certified"].sum()
+    frame = exhaustive_attack_frame(sm, run, cert, attack_set=SmoothingSets(ASYM).attack_set)
+    out = attack_outcome(cert, frame)
+    assert out["sound"] and out["broken"] == [] and out["checks"] > 0
+
+
+def test_job_symmetric_by_default(synthetic, table_spec, tmp_path):
+    closed = job(synthetic, table_spec, symmetric=True, out_dir=str(tmp_path / "c"))
+    given = job(synthetic, table_spec, symmetric=False, out_dir=str(tmp_path / "g"))
+    default = dict(ranker="term-weight", dataset=str(synthetic), k=5, ks=(1, 2, 3, 4),
+                   samples=64, threat=table_spec, center=None, progress=False)
+    assert _timing_free(run_certify_job(**default)) == _timing_free(
+        run_certify_job(**default, symmetric=True))
+    assert closed["median_radius"] <= given["median_radius"]
+    mc = json.loads((tmp_path / "c" / "report.json").read_text())["meta"]
+    mg = json.loads((tmp_path / "g" / "report.json").read_text())["meta"]
+    assert mc["symmetric"] is True and mc["threat"].startswith("symmetric(")
+    assert "--no-symmetric" not in mc["command"] and "--no-symmetric" in mg["command"]
+    html = (tmp_path / "c" / "report.html").read_text()
+    assert "also holds against the threat model as given" in html
+
+
+def test_report_suggests_closure_when_radii_are_large(tmp_path):
+    sm, run, cert = tiny_certificate(n=50)
+    cert.docs["delta"] = 0.9  # as if every document had a large radius
+    cert.frame["certified"] = cert.frame["trivial"]
+    paths = write_report(tmp_path, cert, meta={"symmetric": False})
+    assert "drop --no-symmetric" in Path(paths["md"]).read_text()
 
 
 def test_broken_certified_list_is_reported_loudly(tmp_path):
