@@ -415,3 +415,23 @@ def test_certification_notebook_runs(tmp_path):
               if o.get("output_type") == "error"]
     assert not errors
     assert (tmp_path / "certification_report" / "report.html").is_file()
+
+
+def test_cli_certify_writes_report_and_prints_json(synthetic, table_spec, tmp_path, capsys):
+    from ranklab.cli import main
+
+    base = ["certify", "--ranker", "term-weight", "--dataset", str(synthetic), "--k", "5",
+            "--samples", "32", "--ks", "1", "2", "--threat", table_spec, "--center", "0",
+            "--quiet", "--json"]
+    assert main(base + ["--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    s = json.loads(out.strip().splitlines()[-1])
+    assert {"CRQ@1", "CRQ@2", "n_forward"} <= set(s) and s["center"] == 0.0
+    assert "CRQ" in out and (tmp_path / "r" / "report.html").is_file()
+    meta = json.loads((tmp_path / "r" / "report.json").read_text())["meta"]
+    assert meta["symmetric"] is True
+    assert main(base + ["--no-symmetric", "--mode", "adaptive", "--n0", "8"]) == 0
+    s2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s2["mode"] == "adaptive" and s2["median_radius"] >= s["median_radius"]
+    assert main(base + ["--center", "middle"]) == 2
+    assert "--center" in capsys.readouterr().err
