@@ -501,6 +501,12 @@ _META_LABELS = [
     ("n_forward", "Base forward passes (certification)"), ("certify_s", "Certification wall time (s)"),
     ("wall_s", "Job wall time (s)"), ("command", "Reproduce with"),
 ]
+#: Labels shown in the HTML report's first table; the others sit in a collapsed "All parameters".
+_ESSENTIAL_META = {"Ranker (spec)", "Collection", "First stage", "Candidates per query (k)",
+                   "Queries", "Threat model", "Threat-model fingerprint", "Symmetric closure",
+                   "Squash", "Temperature", "Center (subtracted)", "Certification mode",
+                   "Confidence bound", "α", "Samples per document (N)",
+                   "Word budget R (None: every word)", "Reproduce with"}
 _HIDDEN_META = {"qids", "base", "threshold", "search_cap", "attack"}
 
 
@@ -597,7 +603,9 @@ table{border-collapse:collapse;width:100%;margin:8px 0 14px;font-size:13.5px}
 th,td{padding:5px 9px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
 th{background:var(--bg);font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 tr:nth-child(even) td{background:#fbfdff}
-table.kv td:first-child{color:var(--muted);width:34%}
+table.kv{table-layout:fixed}table.kv td{overflow-wrap:anywhere}
+table.kv td:first-child{color:var(--muted);width:30%}
+details{margin:6px 0}summary{cursor:pointer;color:var(--acc)}
 td.yes{color:#276749;font-weight:600}td.no{color:#9b2c2c}td.triv{color:#a0aec0}
 .verdict{border-radius:8px;padding:12px 16px;margin:12px 0;border:1px solid}
 .verdict.good{background:#f0fff4;border-color:#9ae6b4}.verdict.bad{background:#fff5f5;
@@ -746,8 +754,14 @@ def _render_html(data: dict, sec: dict, figs: dict[str, bytes]) -> str:
 
     parts.append("<h2>1. What was certified</h2>")
     parts.append(f"<p class='note'>{_EXPLAIN}</p>")
-    parts.append("<table class='kv'><tbody>" + "".join(
-        f"<tr><td>{_h(k)}</td><td>{_h(v)}</td></tr>" for k, v in sec["meta"]) + "</tbody></table>")
+    def kv(rows):
+        return "<table class='kv'><tbody>" + "".join(
+            f"<tr><td>{_h(k)}</td><td>{_h(v)}</td></tr>" for k, v in rows) + "</tbody></table>"
+
+    main_rows = [r for r in sec["meta"] if r[0] in _ESSENTIAL_META]
+    parts.append(kv(main_rows))
+    parts.append("<details><summary>All parameters (fingerprints, seeds, timings)</summary>"
+                 + kv([r for r in sec["meta"] if r not in main_rows]) + "</details>")
     parts.append("<details><summary>Software versions</summary><table class='kv'><tbody>" + "".join(
         f"<tr><td>{_h(k)}</td><td>{_h(v)}</td></tr>" for k, v in sec["versions"])
         + "</tbody></table></details>")
