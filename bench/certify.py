@@ -13,8 +13,8 @@ instance (empty cache). Smoothing sets and radii are built once before any timin
 Ratios, not absolute times, are the result (machines are noisy); the total wall time is printed.
 
     python bench/certify.py [PATH] [--queries 10] [--samples 500] [--k 10] [--alpha 0.05]
-                            [--n0 32] [--R N] [--symmetric] [--threat SPEC] [--dtype bf16]
-                            [--json OUT]
+                            [--n0 32] [--futility 3] [--bound hoeffding] [--R N]
+                            [--no-symmetric] [--threat SPEC] [--dtype bf16] [--json OUT]
 """
 from __future__ import annotations
 
@@ -49,13 +49,18 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=10, help="BM25 candidates per query")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--n0", type=int, default=32, help="adaptive: first look")
+    ap.add_argument("--bound", default="hoeffding", choices=["hoeffding", "bernstein"],
+                    help="confidence bound of rigorous and adaptive (certdr: always Hoeffding)")
+    ap.add_argument("--futility", type=float, default=3.0,
+                    help="adaptive: futility z (negative: off)")
     ap.add_argument("--R", type=int, default=None, help="word budget (default: every word)")
     ap.add_argument("--ranker", default="minilm")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
                     help="encoder precision (bf16: faster on CPUs with bf16 support)")
     ap.add_argument("--threat", default="wordnet+glove")
-    ap.add_argument("--symmetric", action="store_true",
-                    help="close the threat model under symmetry on the collection vocabulary")
+    ap.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=True,
+                    help="close the threat model under symmetry on the collection vocabulary "
+                         "(default, as the certify job; --no-symmetric: the threat as given)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -104,14 +109,16 @@ def main(argv=None) -> int:
     common = dict(ks=ks, alpha=args.alpha, R=args.R, progress=not args.quiet)
     sm = smoothed_on_fresh_model()
     t = time.perf_counter()
-    results["rigorous"] = (certify(sm, cands, mode="rigorous", **common), time.perf_counter() - t)
+    results["rigorous"] = (certify(sm, cands, mode="rigorous", bound=args.bound, **common),
+                           time.perf_counter() - t)
     print(f"rigorous done in {results['rigorous'][1]:.1f}s", flush=True)
     t = time.perf_counter()
     results["certdr"] = (certify(sm, cands, mode="certdr", **common), time.perf_counter() - t)
     sm_a = smoothed_on_fresh_model()
     t = time.perf_counter()
-    results["adaptive"] = (certify(sm_a, cands, mode="adaptive", n0=args.n0, **common),
-                           time.perf_counter() - t)
+    fut = None if args.futility < 0 else args.futility
+    results["adaptive"] = (certify(sm_a, cands, mode="adaptive", n0=args.n0, bound=args.bound,
+                                   futility=fut, **common), time.perf_counter() - t)
     print(f"adaptive done in {results['adaptive'][1]:.1f}s", flush=True)
 
     rows, out = [], {}
@@ -121,7 +128,8 @@ def main(argv=None) -> int:
         row = {"mode": mode, "forward passes": fwd, "wall s": f"{secs:.1f}",
                **{f"CRQ@{K}": _crq(cert, K) for K in ks},
                "note": "draws shared with rigorous (wall: its extra time)" if mode == "certdr"
-               else (f"cap N={args.samples}, n0={args.n0}" if mode == "adaptive" else "")}
+               else (f"cap N={args.samples}, n0={args.n0}, futility z={fut}"
+                     if mode == "adaptive" else "")}
         rows.append(row)
         out[mode] = {k: v for k, v in row.items() if k != "mode"}
     r, a = results["rigorous"][0].frame, results["adaptive"][0].frame

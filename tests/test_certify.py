@@ -286,7 +286,15 @@ def test_adaptive_cheaper_and_sound_on_easy_instance():
     assert ada.frame["n_forward"].iloc[0] * 3 < rig.frame["n_forward"].iloc[0]
     assert sm_a.n_forward * 3 < sm_r.n_forward
     assert (ada.docs["n"] < 1000).sum() >= 15   # weak documents settled early
-    assert ada.docs.loc[ada.docs["rank"] <= 3, "n"].eq(1000).all()  # the tie keeps sampling
+    # the near-tie at K=1 is given up before the cap (futility) ...
+    assert ada.docs.loc[ada.docs["rank"] <= 3, "n"].lt(1000).all()
+    assert ada.frame["n_samples"].iloc[0] < 1000
+    # ... and without the futility rule it keeps sampling to the cap, certifying nothing more
+    sm_n = make(sets=sets, temperature=8.0)
+    slow = certify(sm_n, run, ks=(1, 3), mode="adaptive", futility=None, progress=False)
+    assert slow.frame["certified"].tolist() == [False, True]
+    assert slow.docs.loc[slow.docs["rank"] <= 3, "n"].eq(1000).all()
+    assert sm_a.n_forward < sm_n.n_forward
 
 
 def test_frame_crq_summary_params():
