@@ -144,6 +144,7 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
                     mode: str = "rigorous", bound: str = "hoeffding", R: int | None = None,
                     threat="wordnet+glove", temperature: float | None = None,
                     center="auto", symmetric: bool = True, n0: int | None = None,
+                    futility: float | None = 3.0,
                     max_set_size: int = 100, n_queries: int | None = None,
                     attack: dict | None = None, out_dir: str | None = None,
                     dtype: str = "fp32", progress: bool = True) -> dict:
@@ -177,6 +178,7 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
         ``False`` certifies against ``threat`` as given, where neighbour lists that are not
         symmetric make almost every long document's radius close to 1 (nothing certifies).
     n0 : first look of the adaptive mode (default ``min(32, samples)``).
+    futility : adaptive mode's futility z (:func:`defenses.certify.certify`; ``None``: off).
     max_set_size : largest smoothing set (the published construction uses 100).
     n_queries : a seeded sample of this many queries (``None``: every query).
     attack : optional dict: attack outside documents with the word-substitution attack on the
@@ -237,7 +239,7 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
 
     t1 = time.perf_counter()
     cert = certify(smoothed, cands, ks=kept, alpha=alpha, mode=mode, R=R, n0=n0, bound=bound,
-                   progress=progress)
+                   futility=futility, progress=progress)
     certify_s = time.perf_counter() - t1
     n_forward = int(cert.frame.drop_duplicates("qid")["n_forward"].sum())
 
@@ -273,12 +275,13 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
         "threat_fingerprint": threat_model.fingerprint, "symmetric": symmetric,
         "sets_fingerprint": sets.fingerprint, "max_set_size": max_set_size,
         "squash": "sigmoid", "temperature": T, "dtype": dtype, "center": c, "mode": mode, "bound": bound,
-        "alpha": alpha, "N": samples, "n0": cert.params.get("n0"), "R": R, "seed": seed,
+        "alpha": alpha, "N": samples, "n0": cert.params.get("n0"),
+        "futility": cert.params.get("futility"), "R": R, "seed": seed,
         "ks": kept, "n_forward": n_forward, "certify_s": round(certify_s, 2),
         "wall_s": round(wall_s, 2),
         "command": _command(ranker_spec, dataset, first_stage, k, samples, kept, alpha, mode,
                             bound, R, threat, seed, n_queries, symmetric, n0, dtype,
-                            temperature, center, max_set_size),
+                            temperature, center, max_set_size, futility),
         "qids": sorted(cands["qid"].astype(str).unique()),
         "query_text": dict(zip(col.queries["qid"].astype(str), col.queries["query"])),
     }
@@ -328,7 +331,7 @@ def _attack_summary(att: dict, K: int | None) -> dict:
 
 def _command(ranker, dataset, first_stage, k, samples, ks, alpha, mode, bound, R, threat, seed,
              n_queries, symmetric, n0=None, dtype="fp32", temperature=None, center="auto",
-             max_set_size=100) -> str:
+             max_set_size=100, futility=3.0) -> str:
     parts = [f"ranklab certify --ranker {ranker} --dataset {dataset} --first-stage {first_stage}",
              f"--k {k} --samples {samples} --seed {seed} --alpha {alpha} --mode {mode}"]
     if bound != "hoeffding":
@@ -343,6 +346,8 @@ def _command(ranker, dataset, first_stage, k, samples, ks, alpha, mode, bound, R
         parts.append("--no-symmetric")
     if n0 is not None and mode == "adaptive":
         parts.append(f"--n0 {n0}")
+    if futility != 3.0 and mode == "adaptive":
+        parts.append(f"--futility {-1 if futility is None else futility}")
     if dtype != "fp32":
         parts.append(f"--dtype {dtype}")
     if temperature is not None:

@@ -215,7 +215,8 @@ def cmd_certify(args) -> int:
         ranker=args.ranker, dataset=args.dataset, seed=args.seed, first_stage=args.first_stage,
         k=args.k, samples=args.samples, ks=ks, alpha=args.alpha, mode=args.mode, bound=args.bound,
         R=args.R, threat=args.threat, temperature=args.temperature, n_queries=args.queries,
-        symmetric=args.symmetric, n0=args.n0, center=_center_arg(args.center),
+        symmetric=args.symmetric, n0=args.n0,
+        futility=None if args.futility < 0 else args.futility, center=_center_arg(args.center),
         max_set_size=args.max_set_size, dtype=args.dtype, out_dir=args.out,
         progress=not args.quiet)
     rows = [{"K": K, "CRQ": summary.get(f"CRQ@{K}")} for K in ks if f"CRQ@{K}" in summary]
@@ -309,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--center", default="auto",
                    help="constant subtracted before the squash: auto (median clean score) or a number")
     p.add_argument("--n0", type=int, default=None, help="adaptive mode: first look (default min(32, N))")
+    p.add_argument("--futility", type=float, default=3.0,
+                   help="adaptive mode: give up on a list when estimates moved this many SDs "
+                        "still cannot separate at the cap (negative: never)")
     p.add_argument("--max-set-size", type=int, default=100, help="largest smoothing set")
     p.add_argument("--out", default=None, help="report folder (report.html, report.md, report.json)")
     p.add_argument("--json", action="store_true")

@@ -497,6 +497,7 @@ _META_LABELS = [
     ("dtype", "Encoder precision"), ("squash", "Squash"), ("temperature", "Temperature"), ("center", "Center (subtracted)"),
     ("mode", "Certification mode"), ("bound", "Confidence bound"), ("alpha", "α"),
     ("N", "Samples per document (N)"), ("n0", "First look (adaptive n0)"),
+    ("futility", "Futility z (adaptive)"),
     ("R", "Word budget R (None: every word)"), ("seed", "Smoothing seed"), ("ks", "Cut-offs K"),
     ("n_forward", "Base forward passes (certification)"), ("certify_s", "Certification wall time (s)"),
     ("wall_s", "Job wall time (s)"), ("command", "Reproduce with"),
