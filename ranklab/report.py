@@ -502,6 +502,13 @@ _META_LABELS = [
     ("n_forward", "Base forward passes (certification)"), ("certify_s", "Certification wall time (s)"),
     ("wall_s", "Job wall time (s)"), ("command", "Reproduce with"),
 ]
+_MARGIN_NOTE = (
+    "Margin of a query at K: for rigorous/adaptive, the lowest lower confidence bound in the top K "
+    "minus the highest (upper bound + Δ) outside it; for certdr, g_K − g_{K+1} − max Δ − 2ε. "
+    "Δ_max is the largest radius outside the top K: when it is close to 1, no score gap can "
+    "certify the list. In adaptive mode the margin is taken at the look where K was decided; a "
+    "list given up after few draws has wide intervals, hence a very negative margin.")
+
 #: Labels shown in the HTML report's first table; the others sit in a collapsed "All parameters".
 _ESSENTIAL_META = {"Ranker (spec)", "Collection", "First stage", "Candidates per query (k)",
                    "Queries", "Threat model", "Threat-model fingerprint", "Symmetric closure",
@@ -786,10 +793,7 @@ def _render_html(data: dict, sec: dict, figs: dict[str, bytes]) -> str:
     parts.append(_table_html(h_, r_, numeric={0, 1, 2, 3, 4, 5, 6}))
 
     parts.append("<h2>4. Margins and radii</h2>")
-    parts.append("<p class='note'>Margin of a query at K: for rigorous/adaptive, the lowest lower "
-                 "confidence bound in the top K minus the highest (upper bound + Δ) outside it; "
-                 "for certdr, g_K − g_{K+1} − max Δ − 2ε. Δ_max is the largest radius outside the "
-                 "top K: when it is close to 1, no score gap can certify the list.</p>")
+    parts.append(f"<p class='note'>{_h(_MARGIN_NOTE)}</p>")
     parts.append(fig("margins", "Left: margins per query and K (green: certified). Right: "
                                 "distribution of the per-document radii Δ."))
 
@@ -864,7 +868,7 @@ def _render_md(data: dict, sec: dict, fig_paths: dict[str, str]) -> str:
         out += [f"![CRQ@K]({fig_paths['crq']})", ""]
     h_, r_ = sec["crq"]
     out += [_table_md(h_, r_), ""]
-    out += ["## 4. Margins and radii", ""]
+    out += ["## 4. Margins and radii", "", _MARGIN_NOTE, ""]
     if "margins" in fig_paths:
         out += [f"![margins and radii]({fig_paths['margins']})", ""]
     out += ["## 5. Per-query certificates", "", "Cells: ✓/✗ and the margin; 'trivial' when the "
