@@ -37,3 +37,13 @@ within without yet
 
 #: Lower-case English stop words (about 200).
 STOPWORDS: frozenset[str] = frozenset(_WORDS.split())
+
+
+def stopword_set(stopwords) -> frozenset[str]:
+    """Resolve an attack's ``stopwords`` option: ``True`` -> :data:`STOPWORDS`, ``False``/``None``
+    -> none, an iterable of words -> those words, lower-cased."""
+    if stopwords is True:
+        return STOPWORDS
+    if stopwords is False or stopwords is None:
+        return frozenset()
+    return frozenset(w.lower() for w in stopwords)

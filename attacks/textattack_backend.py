@@ -294,14 +294,9 @@ class TextAttackWordSubstitution(Attack):
         if query_budget is not None and int(query_budget) < 0:
             raise AttackError("query_budget must be >= 0 or None")
         check_tie_rule(tie_rule)
-        if stopwords is True:
-            from .stopwords import STOPWORDS
+        from .stopwords import stopword_set
 
-            sw = frozenset(STOPWORDS)
-        elif stopwords is False or stopwords is None:
-            sw = frozenset()
-        else:
-            sw = frozenset(w.lower() for w in stopwords)
+        sw = stopword_set(stopwords)
         self.threat = threat
         self.max_words = int(max_words)
         self.max_pp = None if max_pp is None else float(max_pp)
@@ -326,8 +321,6 @@ class TextAttackWordSubstitution(Attack):
     def attack(self, oracle, query: str, target_docno: str,
                run_for_query: pd.DataFrame) -> AttackResult:
         """Attack one target with TextAttack; returns its :class:`AttackResult`."""
-        from rankers.oracle import BudgetExhausted
-
         watch = Stopwatch()
         if oracle.access not in ("score", "rank"):
             raise AttackError("the TextAttack backend needs an Oracle with access 'score' "

@@ -223,14 +223,9 @@ class WordSubstitutionAttack(Attack):
                 f"{type(surrogate).__name__}. Train one by imitation "
                 "(rankers.imitation.train_surrogate) or use a transformer victim itself as a "
                 "white-box surrogate")
-        if stopwords is True:
-            from .stopwords import STOPWORDS
+        from .stopwords import stopword_set
 
-            sw = frozenset(STOPWORDS)
-        elif stopwords is False or stopwords is None:
-            sw = frozenset()
-        else:
-            sw = frozenset(w.lower() for w in stopwords)
+        sw = stopword_set(stopwords)
         self.surrogate = surrogate
         self.threat = threat
         self.max_words = int(max_words)

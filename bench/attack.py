@@ -85,8 +85,9 @@ def main(argv=None) -> int:
     from attacks.threat import load_threat_model
     from attacks.word_substitution import WordSubstitutionAttack
     from rankers import Oracle, load_ranker
-    from rankers.imitation import overlap_at, rbo
+    from rankers.imitation import run_agreement
     from ranklab.attack_job import imitation_surrogate
+    from ranklab.cli import _print_table
     from ranklab.collections import load_collection
 
     t_all = time.perf_counter()
@@ -123,19 +124,12 @@ def main(argv=None) -> int:
     # surrogate scores of every attack list: the agreement figures, and they prime the attack's
     # competitor cache (the attack would compute the same top-99 scores anyway)
     t = time.perf_counter()
-    ov, rb = [], []
-    for _, g in run.groupby("qid", sort=True):
-        g = g.sort_values("rank")
-        v = g["docno"].tolist()
-        s = lab.surrogate_scores(str(g["query"].iloc[0]), g["text"].tolist())
-        so = [v[i] for i in np.argsort(-s, kind="stable")]
-        ov.append(overlap_at(v, so, 10))
-        rb.append(rbo(v, so, 0.7))
+    agree = run_agreement(run, lab.surrogate_scores)
     t_scores = time.perf_counter() - t
     print(f"surrogate: {info['n_groups']} pairs from {len(sur_qids)} disjoint queries, "
           f"{info['victim_queries']} victim queries, trained in {info['seconds']:.0f}s"
           f"{' (loaded from cache)' if info.get('cached') else ''}; agreement on the attack "
-          f"queries: overlap@10 {np.mean(ov):.3f}, RBO(0.7) {np.mean(rb):.3f} "
+          f"queries: overlap@10 {agree['overlap@10']:.3f}, RBO(0.7) {agree['rbo']:.3f} "
           f"(scored in {t_scores:.0f}s)", flush=True)
 
     o_lab = Oracle(victim, access="rank")
@@ -176,7 +170,7 @@ def main(argv=None) -> int:
                       "q max": s["queries_max"], "s/target": s["wall_s_mean"],
                       "errors": s["n_errors"]})
         rows += [{**r, "bench_row": name} for r in fr.to_dict("records")]
-    _print_table(table)
+    _print_table(table, floatfmt="{:.2f}")
     by = {r["method"]: r for r in table}
     if "textattack greedy-wir" in by:
         a, b = by["lab (PRADA-style)"], by["textattack greedy-wir"]
@@ -194,17 +188,6 @@ def main(argv=None) -> int:
             for r in rows:
                 f.write(json.dumps(r, default=str) + "\n")
     return 0
-
-
-def _print_table(rows):
-    cols = list(rows[0])
-    cells = [[f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
-             for r in rows]
-    w = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(n) for c, n in zip(cols, w)))
-    print("  ".join("-" * n for n in w))
-    for x in cells:
-        print("  ".join(v.ljust(n) for v, n in zip(x, w)))
 
 
 if __name__ == "__main__":

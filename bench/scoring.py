@@ -73,7 +73,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
 
-    from rankers.encoders import BiEncoder, CrossEncoder
+    from rankers.encoders import BiEncoder
     from rankers.loading import minilm_path
     from rankers.training import new_cross_encoder
     from ranklab.collections import load_collection

@@ -231,11 +231,33 @@ def agreement(victim_or_ranker, surrogate: Ranker, col, queries, first_stage: st
         texts, docnos = g["text"].tolist(), g["docno"].astype(str).tolist()
         query = str(g["query"].iloc[0])
         v_order, _ = _victim_order(victim_or_ranker, query, texts, docnos)
-        s = surrogate.score(query, texts)
-        s_order = [docnos[i] for i in np.argsort(-s, kind="stable")]
-        ov.append(overlap_at(v_order, s_order, at))
-        rb.append(rbo(v_order, s_order, p))
+        _compare(v_order, docnos, surrogate.score(query, texts), ov, rb, p, at)
     used = (victim_or_ranker.queries_used - used0) if isinstance(victim_or_ranker, Oracle) else 0
+    return {**_agreement_means(ov, rb, at), "victim_queries": int(used)}
+
+
+def run_agreement(run, score, p: float = 0.7, at: int = 10) -> dict:
+    """Agreement of a surrogate with a victim run already ranked (no victim queries).
+
+    ``run``: the victim's ranked frame (``qid, query, docno, text, rank``; ranks 1-based);
+    ``score(query, texts) -> scores``: the surrogate (e.g. ``surrogate.score``).
+    Returns ``{"overlap@10", "rbo", "n_queries"}`` as :func:`agreement`.
+    """
+    ov, rb = [], []
+    for _, g in run.groupby("qid", sort=True):
+        g = g.sort_values("rank")
+        docnos = g["docno"].astype(str).tolist()
+        _compare(docnos, docnos, score(str(g["query"].iloc[0]), g["text"].tolist()), ov, rb, p,
+                 at)
+    return _agreement_means(ov, rb, at)
+
+
+def _compare(v_order, docnos, s, ov, rb, p, at):
+    s_order = [docnos[i] for i in np.argsort(-np.asarray(s), kind="stable")]
+    ov.append(overlap_at(v_order, s_order, at))
+    rb.append(rbo(v_order, s_order, p))
+
+
+def _agreement_means(ov, rb, at) -> dict:
     return {f"overlap@{at}": float(np.mean(ov)) if ov else float("nan"),
-            "rbo": float(np.mean(rb)) if rb else float("nan"),
-            "n_queries": len(ov), "victim_queries": int(used)}
+            "rbo": float(np.mean(rb)) if rb else float("nan"), "n_queries": len(ov)}

@@ -268,20 +268,7 @@ def run_attack_job(ranker: str = "minilm", dataset: str = "demo",
         summary["imitation"] = {k_: v for k_, v in info.items() if k_ != "qids"}
         summary["imitation_victim_queries"] = int(info.get("victim_queries", 0))
         if agreement and method == "word-substitution":
-            summary["agreement"] = _run_agreement(run, sur)
+            from rankers.imitation import run_agreement
+
+            summary["agreement"] = run_agreement(run, sur.score)
     return frame, summary
-
-
-def _run_agreement(run: pd.DataFrame, surrogate) -> dict:
-    """overlap@10 / RBO (p = 0.7) of the surrogate vs the victim run (victim scores reused)."""
-    from rankers.imitation import overlap_at, rbo
-
-    ov, rb = [], []
-    for _, g in run.groupby("qid", sort=True):
-        g = g.sort_values("rank")
-        v = g["docno"].tolist()
-        s = surrogate.score(str(g["query"].iloc[0]), g["text"].tolist())
-        so = [v[i] for i in np.argsort(-s, kind="stable")]
-        ov.append(overlap_at(v, so, 10))
-        rb.append(rbo(v, so, 0.7))
-    return {"overlap@10": float(np.mean(ov)), "rbo": float(np.mean(rb)), "n_queries": len(ov)}

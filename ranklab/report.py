@@ -32,9 +32,8 @@ import io
 import json
 import math
 import platform
-import sys
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
