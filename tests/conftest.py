@@ -48,6 +48,41 @@ def build_tiny_bert(folder, kind: str, seed: int = 0):
     return folder
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine thread spin-waits
+    make them 10-20x slower: one thread for the module that asks for it
+    (``pytestmark = pytest.mark.usefixtures("single_thread")``), restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def execute_notebook(path, workdir):
+    """Run a notebook top to bottom in ``workdir`` with ``RANKLAB_NOTEBOOK_SMOKE=1`` (small
+    parameters) and the Agg backend; returns the executed notebook, asserting no cell errored."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    env_before = dict(os.environ)
+    os.environ["RANKLAB_NOTEBOOK_SMOKE"] = "1"
+    os.environ["MPLBACKEND"] = "Agg"
+    try:
+        NotebookClient(nb, timeout=900, kernel_name="python3",
+                       resources={"metadata": {"path": str(workdir)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors, errors
+    return nb
+
+
 @pytest.fixture(scope="session")
 def tiny_bi_path(tmp_path_factory):
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bi"), "bi")

@@ -5,7 +5,6 @@ conftest, tiny SynonymTable threat models. Slow tier: the packaged MiniLM on the
 """
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -24,16 +23,7 @@ from rankers import BudgetExhausted, Oracle, TermWeightRanker, rank_against
 from ranklab.collections import Collection
 
 # ------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine thread spin-waits
-    make them 10-20x slower: one thread for this module, restored afterwards."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 QUERIES = {"q1": "how do bees make honey", "q2": "what makes a volcano erupt",

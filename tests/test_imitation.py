@@ -23,16 +23,7 @@ QUERIES = {"q1": "how do bees make honey", "q2": "what makes a volcano erupt",
            "q3": "how to brew coffee", "q4": "how to bake bread"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine thread spin-waits
-    make them 10-20x slower: one thread for this module, restored afterwards."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Every notebook runs top to bottom (small parameters) and is committed without outputs."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -26,19 +25,6 @@ def test_notebook_is_committed_without_outputs(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", RUN, ids=[p.name for p in RUN])
 def test_notebook_runs_top_to_bottom(path, tmp_path):
-    import nbformat
-    from nbclient import NotebookClient
+    from conftest import execute_notebook
 
-    nb = nbformat.read(path, as_version=4)
-    env_before = dict(os.environ)
-    os.environ["RANKLAB_NOTEBOOK_SMOKE"] = "1"  # notebooks shrink their parameters under CI
-    os.environ["MPLBACKEND"] = "Agg"
-    try:
-        NotebookClient(nb, timeout=900, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors
+    execute_notebook(path, tmp_path)

@@ -1,7 +1,6 @@
 """Behaviour of the ranker interface, caches, the oracle, BM25 and the encoder rankers."""
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pandas as pd

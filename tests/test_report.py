@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -395,25 +394,11 @@ def test_noise_transform_in_training(tiny_cross_path):
 # -- the notebook (slow tier) ------------------------------------------------------------------
 @pytest.mark.slow
 def test_certification_notebook_runs(tmp_path):
-    import nbformat
-    from nbclient import NotebookClient
+    from conftest import execute_notebook
 
     path = Path(__file__).resolve().parents[1] / "notebooks" / "certification.ipynb"
-    nb = nbformat.read(path, as_version=4)
-    assert "parameters" in nb.cells[1].metadata.get("tags", []) or \
-        any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
-    env_before = dict(os.environ)
-    os.environ["RANKLAB_NOTEBOOK_SMOKE"] = "1"
-    os.environ["MPLBACKEND"] = "Agg"
-    try:
-        NotebookClient(nb, timeout=900, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors
+    nb = execute_notebook(path, tmp_path)
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
     assert (tmp_path / "certification_report" / "report.html").is_file()
 
 
