@@ -11,5 +11,5 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade "pip>=24"
 .venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0"
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,notebooks,textattack,ray]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,notebooks,textattack,ray,pyterrier]"
 touch .venv/bin/ranklab

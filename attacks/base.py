@@ -32,6 +32,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from rankers.base import require_columns
+
 TIE_RULES = ("pessimistic", "optimistic")
 PROTOCOLS = ("easy5", "hard5", "mixture", "ranks")
 
@@ -179,10 +181,9 @@ def target_context(run_for_query: pd.DataFrame, target_docno: str,
     """
     from .text import words
 
-    need = [c for c in ("docno", "text", "score") if c not in run_for_query.columns]
-    if need:
-        raise AttackError(f"the victim's list needs columns docno, text, score (missing {need}); "
-                          "pass the victim's run for the query (ranker.transform(candidates))")
+    require_columns(run_for_query, ("docno", "text", "score"), "the victim's list",
+                    "pass the victim's run for the query (ranker.transform(candidates))",
+                    AttackError)
     if run_for_query.empty:
         raise AttackError("the victim's list for the query is empty; rank the query's candidates "
                           "with the victim first")
@@ -257,9 +258,8 @@ def sample_targets(run: pd.DataFrame, protocol: str = "easy5", seed: int = 0,
     """
     if protocol not in PROTOCOLS:
         raise AttackError(f"unknown target protocol {protocol!r}; use one of {PROTOCOLS}")
-    need = [c for c in ("qid", "docno", "score") if c not in run.columns]
-    if need:
-        raise AttackError(f"sample_targets needs a run frame with qid, docno, score (missing {need})")
+    require_columns(run, ("qid", "docno", "score"), "sample_targets", "pass a ranked run frame",
+                    AttackError)
     if protocol == "ranks":
         if not ranks:
             raise AttackError("protocol 'ranks' needs ranks=[...] (1-based)")
@@ -352,10 +352,8 @@ class Attack:
 
         if errors not in ("raise", "record"):
             raise AttackError("errors must be 'raise' or 'record'")
-        need = [c for c in ("qid", "docno") if c not in targets.columns]
-        if need:
-            raise AttackError(f"targets need columns qid, docno (missing {need}); "
-                              "use sample_targets(run, 'easy5')")
+        require_columns(targets, ("qid", "docno"), "targets", "use sample_targets(run, 'easy5')",
+                        AttackError)
         cols = ["qid", "docno"] + (["protocol"] if "protocol" in targets.columns else [])
         tq = targets[cols].astype(str)
         if "protocol" not in tq.columns:

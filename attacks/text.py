@@ -1,7 +1,7 @@
 """Word-level view of a text, shared by attacks and certification.
 
 A text is split into alternating *word* and *gap* pieces so that joining the pieces gives the
-original text back exactly (``detokenize(tokenize(t)) == t``). Words are maximal runs of
+original text back exactly (``tokenize(t).text == t``). Words are maximal runs of
 ``\\w`` characters (letters, digits, underscore, unicode-aware); gaps are everything in between
 (spaces, punctuation). Substitutions only ever replace word pieces, so punctuation and spacing
 survive an attack untouched, and the perturbation percentage counts words only.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
 
 _PIECE = re.compile(r"\w+|\W+", re.UNICODE)
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -55,10 +54,6 @@ def tokenize(text: str) -> WordView:
 def words(text: str) -> list[str]:
     """The word pieces of ``text`` in order."""
     return _WORD.findall(text)
-
-
-def detokenize(pieces: Sequence[str]) -> str:
-    return "".join(pieces)
 
 
 def changed_positions(original: str, adversarial: str) -> list[int]:

@@ -858,3 +858,24 @@ def load_threat_model(spec: str | Mapping[str, Any] | ThreatModel | None = None)
     if _as_bool("stopwords", d.get("stopwords", True)):
         model = StopWordFilter(model)
     return model
+
+
+def symmetric_closure(threat: ThreatModel, col) -> "SynonymTable":
+    """The threat model closed under symmetry on a collection's vocabulary.
+
+    A :class:`SynonymTable` with ``w -> threat.neighbours(w)`` for every word ``w`` of the
+    collection's documents (``col.documents["text"]``), plus every reverse pair. On the
+    collection's documents it allows every substitution ``threat`` allows (and the reverse ones),
+    so a certificate against it also holds against ``threat``; its smoothing sets are whole
+    connected components (when at most ``max_set_size`` words), which makes ``q_w = 1`` and the
+    radii small for most words.
+    """
+    from .text import tokenize
+
+    vocab = sorted({w.lower() for t in col.documents["text"] for w in tokenize(t).words})
+    table = {}
+    for w in vocab:
+        nb = threat.neighbours(w)
+        if nb:
+            table[w] = nb
+    return SynonymTable(table, symmetric=True, name=f"symmetric({threat.name})@{col.name}")

@@ -30,7 +30,8 @@ from attacks.text import tokenize
 from attacks.threat import ThreatModel, match_case
 from rankers.base import Ranker
 
-__all__ = ["SmoothingSets", "SmoothedRanker", "noisy_copy", "SQUASHES", "stable_hash"]
+__all__ = ["SmoothingSets", "SmoothedRanker", "noisy_copy", "SQUASHES", "stable_hash",
+           "default_temperature"]
 
 _SINGLE_WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -328,14 +329,17 @@ class SmoothedRanker(Ranker):
         Draws of a pair come from a PCG64 generator seeded by ``(seed, stable hash of the document
         text, stable hash of the query text, chunk index)``: the same pair always gets the same
         draws, whatever the batch it is scored in.
-    squash, temperature :
+    squash, temperature, center :
         The fixed map of raw scores into ``[0, 1]`` (recorded in :attr:`name`):
-        ``"sigmoid"``: ``1 / (1 + exp(-s / temperature))``; ``"identity-clip"``: ``clip(s, 0, 1)``
+        ``"sigmoid"``: ``1 / (1 + exp(-(s - center) / temperature))``; ``"identity-clip"``: ``clip(s, 0, 1)``
         for scores already in ``[0, 1]`` (temperature ignored). Pick the temperature to the score
         scale: cross-encoder logits (range about [-10, 10]) are fine with ``temperature=1``;
         bi-encoder cosine similarities (range [-1, 1], typical relevant/non-relevant differences
         about 0.05) need a small temperature (e.g. 0.02-0.05), otherwise every g is about
-        ``sigmoid(0)`` and no margin exceeds the confidence terms.
+        ``sigmoid(0)`` and no margin exceeds the confidence terms (:func:`default_temperature`).
+        ``center`` (raw-score units, default 0) shifts scores before the sigmoid so that it is
+        not saturated (e.g. the median clean score of the lists, fixed before any draw); the
+        shift does not change the base ranking.
     batch_size : int
         Most (query, perturbed text) pairs per ``base.score_pairs`` call. Identical perturbed
         texts are scored once per call (a dict keyed by (query, text)).
@@ -345,7 +349,7 @@ class SmoothedRanker(Ranker):
 
     def __init__(self, base: Ranker, threat, n_samples: int = 1000, seed: int = 0,
                  squash: str = "sigmoid", temperature: float = 1.0, batch_size: int = 1024,
-                 max_set_size: int = 100, threshold: float | None = None):
+                 max_set_size: int = 100, threshold: float | None = None, center: float = 0.0):
         if not isinstance(base, Ranker):
             raise TypeError(f"base must be a Ranker, got {type(base).__name__}")
         if int(n_samples) != n_samples or n_samples < 1:
@@ -354,8 +358,10 @@ class SmoothedRanker(Ranker):
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if squash not in SQUASHES:
             raise ValueError(f"unknown squash {squash!r}; valid: {list(SQUASHES)}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if not math.isfinite(float(center)):
+            raise ValueError(f"center must be a finite number, got {center!r}")
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.base = base
@@ -366,10 +372,13 @@ class SmoothedRanker(Ranker):
         self.seed = int(seed)
         self.squash = squash
         self.temperature = float(temperature)
+        self.center = float(center)
         self.batch_size = int(batch_size)
         self.n_forward = 0
         self._plans: dict[str, _Plan] = {}
         t = "" if squash == "identity-clip" else f"@T={self.temperature:g}"
+        if self.center and squash != "identity-clip":
+            t += f"@c={self.center:.6g}"
         self.name = (f"smoothed({base.name}|{self.threat.name}:{self.threat.fingerprint}"
                      f"|sets={self.sets.fingerprint}|N={self.n_samples}|seed={self.seed}"
                      f"|{squash}{t})")
@@ -377,6 +386,7 @@ class SmoothedRanker(Ranker):
     def describe(self) -> dict:
         return {"type": "SmoothedRanker", "base": self.base.name, "n_samples": self.n_samples,
                 "seed": self.seed, "squash": self.squash, "temperature": self.temperature,
+                "center": self.center,
                 "batch_size": self.batch_size, "chunk": CHUNK,
                 "sets_fingerprint": self.sets.fingerprint, **self.sets.describe()}
 
@@ -385,7 +395,7 @@ class SmoothedRanker(Ranker):
         """Map raw scores into ``[0, 1]`` with the recorded squashing function."""
         s = np.asarray(s, dtype=np.float64)
         if self.squash == "sigmoid":
-            return expit(s / self.temperature)
+            return expit((s - self.center) / self.temperature)
         return np.clip(s, 0.0, 1.0)
 
     def radius(self, text: str, R: int | None = None) -> float:
@@ -558,3 +568,24 @@ def noise_transform(threat_spec, fresh_per_epoch: bool = False, seed: int = 0,
                                       "sets_fingerprint": sets.fingerprint,
                                       "fresh_per_epoch": fresh, "seed": seed}
     return doc_transform
+
+
+#: Default squash temperatures by ranker family (score scale; see SmoothedRanker's docstring).
+TEMPERATURES = {"BiEncoder": 0.05, "CrossEncoder": 1.0, "BM25Ranker": 1.0,
+                "TermWeightRanker": 1.0}
+
+
+def default_temperature(ranker: Ranker) -> float:
+    """Squash temperature for ``ranker``'s raw scores.
+
+    Bi-encoders (cosine similarities in [-1, 1], relevant/non-relevant gaps about 0.05-0.1): 0.05.
+    Cross-encoders (logits, about [-10, 10]): 1.0. BM25 (scores of a few units between ranks)
+    and the term-weight ranker: 1.0. Anything else: 1.0. Looked up along the class hierarchy, so a
+    subclass gets its parent's value; wrappers with a ``base`` (caches) are looked through.
+    """
+    while hasattr(ranker, "base") and isinstance(getattr(ranker, "base"), Ranker):
+        ranker = ranker.base
+    for cls in type(ranker).__mro__:
+        if cls.__name__ in TEMPERATURES:
+            return TEMPERATURES[cls.__name__]
+    return 1.0

@@ -18,8 +18,6 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-RUN_COLUMNS = ["qid", "query", "docno", "text", "score", "rank"]
-
 
 class RankerError(ValueError):
     """Bad input to a ranker (empty document, missing column, ...). The message says what to do."""
@@ -102,11 +100,15 @@ class Ranker:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str, hint: str = "",
+                    error: type[Exception] = RankerError) -> None:
+    """Raise ``error`` naming the missing columns (and ``hint``: what to do) unless ``frame`` has
+    every one of ``columns``."""
+    columns = list(columns)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise RankerError(
-            f"{what} needs columns {list(columns)}; missing {missing} (have {list(frame.columns)})")
+        raise error(f"{what} needs columns {columns}; missing {missing} (have "
+                    f"{list(frame.columns)}){'; ' + hint if hint else ''}")
 
 
 def add_ranks(frame: pd.DataFrame) -> pd.DataFrame:

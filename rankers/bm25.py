@@ -65,8 +65,10 @@ class BM25Ranker(Ranker):
         return self.retriever is not None
 
     def _external_scores(self, q_tokens: list[str], docs: list[str]) -> np.ndarray:
-        from bm25s.scoring import _score_idf_lucene, _score_tfc_lucene
-
+        """Lucene BM25 of documents outside the index, with the index's statistics:
+        ``sum_t idf(t) * tf / (tf + k1 (1 - b + b dl / avgdl))``,
+        ``idf(t) = ln(1 + (n - df + 0.5) / (df + 0.5))`` (the formulas bm25s's ``lucene`` method
+        indexes with; a test checks that indexed and external scores agree)."""
         out = np.zeros(len(docs))
         qset = list(dict.fromkeys(q_tokens))
         for i, toks in enumerate(analyze(docs)):
@@ -75,8 +77,10 @@ class BM25Ranker(Ranker):
             s = 0.0
             for t in qset:
                 if tf.get(t):
-                    idf = _score_idf_lucene(self._df.get(t, 0), self._n)
-                    s += idf * _score_tfc_lucene(np.float64(tf[t]), dl, self._avgdl, self.k1, self.b)
+                    df = self._df.get(t, 0)
+                    idf = np.log(1.0 + (self._n - df + 0.5) / (df + 0.5))
+                    norm = self.k1 * (1.0 - self.b + self.b * dl / self._avgdl)
+                    s += idf * tf[t] / (tf[t] + norm)
             out[i] = s
         return out
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from .base import Ranker
 
 KNOWN_NAMES = ("minilm", "bm25", "term-weight")
-KNOWN_PREFIXES = ("bi-encoder:", "cross-encoder:")
 
 
 class UnknownRanker(ValueError):

@@ -1,10 +1,10 @@
 """One attack job: load a collection and a victim, build a surrogate, sample targets, attack.
 
-:func:`run_attack_job` takes plain (JSON-friendly) arguments so sweeps and the ``ranklab attack``
-command can call it directly. What it does, in order:
+:func:`run_attack_job` takes an :class:`AttackConfig` (the one definition of the job's
+parameters, from which the ``ranklab attack`` flags and the sweep's checks derive). In order:
 
 1. loads the collection and the victim ranker; first-stage candidates (BM25 top-``k``);
-2. draws a seeded sample of ``n_queries`` attack queries (queries with >= 2 candidates) and,
+2. draws a seeded sample of ``queries`` attack queries (queries with >= 2 candidates) and,
    disjoint from them, ``surrogate_queries`` attacker queries for imitation;
 3. the victim's original run on the attack queries: ``victim.transform(candidates)`` (the
    experiment owner's scores; not counted as attacker queries);
@@ -23,7 +23,7 @@ Bad targets (empty document, no substitutable word) are recorded as unchanged ro
 """
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import os
 import shutil
@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ranklab.config import RankingConfig, fingerprint, param
+
 METHODS = ("word-substitution", "textattack")
 _SURROGATE_CACHE_VERSION = 1
 
@@ -42,19 +44,6 @@ _SURROGATE_CACHE_VERSION = 1
 def cache_dir() -> Path:
     """``$RANKLAB_CACHE`` or ``~/.cache/ranklab``."""
     return Path(os.environ.get("RANKLAB_CACHE") or Path.home() / ".cache" / "ranklab").expanduser()
-
-
-def config_hash(config: dict) -> str:
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _load_victim(spec: str, col):
-    from rankers import load_ranker
-
-    if spec == "bm25":
-        return col.bm25()
-    return load_ranker(spec)
 
 
 def _parse_targets(targets: str) -> tuple[str, list[int] | None]:
@@ -85,7 +74,7 @@ def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recip
               "epochs": epochs, "seed": seed, "first_stage": first_stage,
               "candidates_k": candidates_k, "max_pairs": max_pairs, "lr": lr,
               "max_length": max_length}
-    key = config_hash(config)
+    key = fingerprint(config)
     path = cache_dir() / "surrogates" / key
     meta = path / "ranklab_training.json"
     if cache and meta.is_file():
@@ -117,47 +106,66 @@ def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recip
     return model, info
 
 
-def run_attack_job(ranker: str = "minilm", dataset: str = "demo",
-                   method: str = "word-substitution", targets: str = "easy5",
-                   n_queries: int = 20, seed: int = 0, threat: str = "wordnet+glove",
-                   surrogate: str = "imitation", surrogate_queries: int = 20,
-                   surrogate_recipe: str = "topk_all_pairs", surrogate_k: int | None = None,
-                   surrogate_tail: int = 4,
-                   surrogate_base: str = "minilm", surrogate_loss: str = "ranknet",
-                   surrogate_epochs: int = 1, surrogate_max_pairs: int | None = None,
-                   surrogate_lr: float = 3e-5, surrogate_max_length: int = 256,
-                   max_words: int = 10, max_pp: float | None = 0.1, budget: int | None = None,
-                   k: int = 100, competitors_k: int = 99, goal: str | None = None,
-                   goal_k: int = 10, search: str = "greedy-wir", tie_rule: str = "pessimistic",
-                   first_stage: str = "bm25", similarity: bool = True,
-                   agreement: bool = True, out: str | None = None,
-                   progress: bool = True) -> tuple[pd.DataFrame, dict]:
+@dataclasses.dataclass(frozen=True)
+class AttackConfig(RankingConfig):
+    """An attack job: sample target documents from the victim's lists and attack each one.
+
+    ``ranker`` is the victim; ``queries`` the number of attack queries (a seeded sample of the
+    queries with >= 2 candidates); ``k`` the length of the list a target competes in.
+    """
+
+    kind = "attack"
+    queries: int | None = param(20, "attack queries (seeded sample)", unit="queries", min=1)
+    method: str = param("word-substitution", "attack: the lab's word substitution or the same "
+                        "problem through TextAttack's search", choices=METHODS)
+    targets: str = param("easy5", "target protocol: easy5 | hard5 | mixture | ranks:R1,R2,... "
+                         "(1-based ranks)")
+    threat: str = param("wordnet+glove", "threat-model spec (attacks.threat.load_threat_model)")
+    surrogate: str = param("imitation", "the attacker's model: imitation (trained on the "
+                           "victim's rankings) | victim (white-box) | a ranker spec or path")
+    surrogate_queries: int = param(20, "attacker queries for imitation, disjoint from the attack "
+                                   "queries (victim rankings are counted)", unit="queries", min=1)
+    surrogate_recipe: str = param("topk_all_pairs", "imitation pair sampling",
+                                  choices=("topk_all_pairs", "top25_plus_tail"))
+    surrogate_k: int | None = param(None, "imitation: top-k of the victim's ranking used "
+                                    "(recipe default when not given)", unit="documents", min=2)
+    surrogate_tail: int = param(4, "imitation (top25_plus_tail): tail negatives per document",
+                                unit="documents", min=0)
+    surrogate_base: str = param("minilm", "encoder the imitation cross-encoder starts from")
+    surrogate_loss: str = param("ranknet", "imitation loss", choices=("ranknet", "hinge"))
+    surrogate_epochs: int = param(1, "imitation training epochs", min=1)
+    surrogate_max_pairs: int | None = param(None, "cap on imitation training groups (all when not "
+                                            "given)", unit="groups", min=1)
+    surrogate_lr: float = param(3e-5, "imitation learning rate", gt=0)
+    surrogate_max_length: int = param(256, "imitation input length", unit="tokens", min=16)
+    max_words: int = param(10, "most words changed per document", unit="words", min=1)
+    max_pp: float | None = param(0.1, "most words changed as a share of the document's words "
+                                 "(no cap when not given)", unit="fraction, 0-1", gt=0, max=1)
+    budget: int | None = param(None, "victim queries per target (unlimited when not given)",
+                               unit="queries", min=1)
+    competitors_k: int = param(99, "competitors in the surrogate's hinge loss (word substitution)",
+                               unit="documents", min=1)
+    goal: str | None = param(None, "stop early: improve (any rank gain) | topk (rank <= goal_k); "
+                             "word substitution tries every important word when not given",
+                             choices=("improve", "topk"))
+    goal_k: int = param(10, "rank the topk goal must reach (1-based)", min=1)
+    search: str = param("greedy-wir", "TextAttack's search (method textattack)",
+                        choices=("greedy-wir", "greedy-wir-delete", "greedy"))
+    tie_rule: str = param("pessimistic", "ties with other documents: pessimistic ranks the target "
+                          "below them", choices=("pessimistic", "optimistic"))
+    similarity: bool = param(True, "compute the sentence-embedding similarity of original and "
+                             "adversarial documents (loads MiniLM)")
+    agreement: bool = param(True, "report the surrogate's agreement with the victim on the attack "
+                            "queries (overlap@10, RBO p=0.7)")
+
+
+def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None,
+                   progress: bool = True, **params) -> tuple[pd.DataFrame, dict]:
     """Run one attack job; returns ``(results_frame, summary_dict)`` (see the module doc).
 
-    Parameters (all plain values)
-    -----------------------------
-    ranker : victim spec (``minilm``, ``bm25``, ``cross-encoder:PATH``, a model folder).
-    dataset : ``demo``, a BEIR folder or ``irds:ID``.
-    method : ``word-substitution`` (the lab's PRADA-style attack) or ``textattack``.
-    targets : ``easy5`` | ``hard5`` | ``mixture`` | ``ranks:R1,R2,...`` (1-based ranks).
-    n_queries : attack queries (seeded sample); ``seed`` drives every random choice.
-    threat : threat-model spec (``attacks.threat.load_threat_model``).
-    surrogate : ``imitation`` | ``victim`` (white-box) | a ranker spec/path.
-    surrogate_queries : attacker queries for imitation (disjoint from the attack queries).
-    surrogate_recipe, surrogate_k, surrogate_tail, surrogate_base, surrogate_loss, surrogate_epochs,
-    surrogate_max_pairs, surrogate_lr, surrogate_max_length : imitation training
-        (``rankers.imitation.train_surrogate``).
-    max_words, max_pp : caps on changed words (count; fraction of the document's words).
-    budget : victim queries per target (``None`` = unlimited).
-    k : first-stage candidates per query (the list the target competes in).
-    competitors_k : K competitors in the surrogate loss (word-substitution only).
-    goal, goal_k : early stop (word-substitution: ``None`` = try every important word; TextAttack
-        needs a goal: ``None`` means ``improve``).
-    search : TextAttack search (``greedy-wir`` | ``greedy-wir-delete`` | ``greedy``).
-    similarity : compute the sentence-embedding similarity metric (loads MiniLM).
-    agreement : report the surrogate's agreement with the victim on the attack queries
-        (overlap@10, RBO p=0.7; victim scores from the run, not counted).
-    out : JSONL file; one row per target is appended as each target finishes.
+    ``config`` is an :class:`AttackConfig` (its fields document every parameter); keyword
+    ``params`` build or override one (``run_attack_job(ranker="bm25", queries=5)``). ``out``: a
+    JSONL file that gets one row per target, appended as each target finishes.
     """
     from attacks.base import sample_targets
     from attacks.metrics import summarize
@@ -165,109 +173,100 @@ def run_attack_job(ranker: str = "minilm", dataset: str = "demo",
     from rankers.oracle import Oracle
     from ranklab.collections import load_collection
 
-    if method not in METHODS:
-        raise ValueError(f"unknown attack method {method!r}; use one of {METHODS}")
+    cfg = config if config is not None else AttackConfig.from_params(params)
+    if params and config is not None:
+        cfg = cfg.replace(**params)
     t0 = time.perf_counter()
-    col = load_collection(dataset)
-    victim = _load_victim(ranker, col)
-    cands = col.candidates(first_stage, k=k)
+    col = load_collection(cfg.dataset)
+    victim = col.ranker(cfg.ranker, **cfg.ranker_kwargs())
+    cands = col.candidates(cfg.first_stage, k=cfg.k)
     sizes = cands.groupby("qid").size()
     eligible = sorted(sizes[sizes >= 2].index.astype(str))
     if not eligible:
         raise ValueError(f"{col.name}: no query has >= 2 first-stage candidates")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(cfg.seed)
     perm = [eligible[i] for i in rng.permutation(len(eligible))]
-    attack_qids = sorted(perm[: int(n_queries)])
-    rest = perm[int(n_queries):]
-    if len(attack_qids) < n_queries:
+    attack_qids = sorted(perm[: cfg.queries])
+    rest = perm[cfg.queries:]
+    if len(attack_qids) < cfg.queries:
         warnings.warn(f"{col.name} has {len(eligible)} usable queries; attacking all of them",
                       stacklevel=2)
     run = victim.transform(cands[cands["qid"].isin(attack_qids)])
 
     info: dict = {}
     sur = None
-    if method == "textattack":
+    if cfg.method == "textattack":
         pass  # black-box search on the victim: no surrogate
-    elif surrogate == "imitation":
-        sur_qids = sorted(rest[: int(surrogate_queries)])
+    elif cfg.surrogate == "imitation":
+        sur_qids = sorted(rest[: int(cfg.surrogate_queries)])
         if not sur_qids:
             raise ValueError(
                 f"no queries left for imitation: {col.name} has {len(eligible)} usable queries "
-                f"and {len(attack_qids)} are attacked. Lower n_queries, or use "
+                f"and {len(attack_qids)} are attacked. Lower queries, or use "
                 "surrogate='victim' (white-box) or a surrogate model path")
-        if len(sur_qids) < surrogate_queries:
+        if len(sur_qids) < cfg.surrogate_queries:
             warnings.warn(f"imitation uses only {len(sur_qids)} attacker queries "
-                          f"({surrogate_queries} asked)", stacklevel=2)
+                          f"({cfg.surrogate_queries} asked)", stacklevel=2)
         sur, info = imitation_surrogate(
-            victim, ranker, col, sur_qids, recipe=surrogate_recipe, k=surrogate_k,
-            tail=surrogate_tail,
-            base=surrogate_base, loss=surrogate_loss, epochs=surrogate_epochs, seed=seed,
-            first_stage=first_stage, candidates_k=k, max_pairs=surrogate_max_pairs,
-            lr=surrogate_lr, max_length=surrogate_max_length, progress=progress)
-    elif surrogate == "victim":
+            victim, cfg.ranker, col, sur_qids, recipe=cfg.surrogate_recipe, k=cfg.surrogate_k,
+            tail=cfg.surrogate_tail,
+            base=cfg.surrogate_base, loss=cfg.surrogate_loss, epochs=cfg.surrogate_epochs, seed=cfg.seed,
+            first_stage=cfg.first_stage, candidates_k=cfg.k, max_pairs=cfg.surrogate_max_pairs,
+            lr=cfg.surrogate_lr, max_length=cfg.surrogate_max_length, progress=progress)
+    elif cfg.surrogate == "victim":
         if not getattr(victim, "differentiable", False):
-            raise ValueError(f"surrogate='victim' needs a differentiable victim; {ranker!r} is "
+            raise ValueError(f"surrogate='victim' needs a differentiable victim; {cfg.ranker!r} is "
                              "not. Use surrogate='imitation' or a model path")
         sur = victim
     else:
         from rankers import load_ranker
 
-        sur = load_ranker(surrogate)
+        sur = load_ranker(cfg.surrogate)
 
-    threat_model = load_threat_model(threat)
-    protocol, ranks = _parse_targets(targets)
-    tsamp = sample_targets(run, protocol, seed=seed, ranks=ranks)
+    threat_model = load_threat_model(cfg.threat)
+    protocol, ranks = _parse_targets(cfg.targets)
+    tsamp = sample_targets(run, protocol, seed=cfg.seed, ranks=ranks)
 
-    if method == "word-substitution":
+    if cfg.method == "word-substitution":
         from attacks.word_substitution import WordSubstitutionAttack
 
-        attack = WordSubstitutionAttack(sur, threat_model, max_words=max_words, max_pp=max_pp,
-                                        competitors_k=competitors_k, query_budget=budget,
-                                        tie_rule=tie_rule, goal=goal, goal_k=goal_k, seed=seed)
-        oracle = Oracle(victim, access="rank", tie_rule=tie_rule)
+        attack = WordSubstitutionAttack(sur, threat_model, max_words=cfg.max_words, max_pp=cfg.max_pp,
+                                        competitors_k=cfg.competitors_k, query_budget=cfg.budget,
+                                        tie_rule=cfg.tie_rule, goal=cfg.goal, goal_k=cfg.goal_k, seed=cfg.seed)
+        oracle = Oracle(victim, access="rank", tie_rule=cfg.tie_rule)
     else:
         from attacks.textattack_backend import TextAttackWordSubstitution
 
-        attack = TextAttackWordSubstitution(threat_model, max_words=max_words, max_pp=max_pp,
-                                            query_budget=budget, search=search,
-                                            goal=goal or "improve", goal_k=goal_k,
-                                            tie_rule=tie_rule, seed=seed)
-        oracle = Oracle(victim, access="score", tie_rule=tie_rule)
+        attack = TextAttackWordSubstitution(threat_model, max_words=cfg.max_words, max_pp=cfg.max_pp,
+                                            query_budget=cfg.budget, search=cfg.search,
+                                            goal=cfg.goal or "improve", goal_k=cfg.goal_k,
+                                            tie_rule=cfg.tie_rule, seed=cfg.seed)
+        oracle = Oracle(victim, access="score", tie_rule=cfg.tie_rule)
 
-    config = {"ranker": ranker, "dataset": dataset, "method": method, "targets": targets,
-              "n_queries": n_queries, "seed": seed, "threat": threat, "surrogate": surrogate,
-              "surrogate_queries": surrogate_queries, "surrogate_recipe": surrogate_recipe,
-              "surrogate_k": surrogate_k, "surrogate_tail": surrogate_tail,
-              "surrogate_base": surrogate_base,
-              "surrogate_loss": surrogate_loss, "surrogate_epochs": surrogate_epochs,
-              "surrogate_max_pairs": surrogate_max_pairs, "max_words": max_words,
-              "max_pp": max_pp, "budget": budget, "k": k, "competitors_k": competitors_k,
-              "goal": goal, "goal_k": goal_k, "search": search, "tie_rule": tie_rule,
-              "first_stage": first_stage}
-    job_id = config_hash(config)
+    job_id = cfg.job_id()
     writer = None
     if out is not None:
         out_path = Path(out).expanduser()
         out_path.parent.mkdir(parents=True, exist_ok=True)
 
         def writer(res):
-            row = {"job": job_id, "ranker": ranker, "dataset": col.name, **res.to_row()}
+            row = {"job": job_id, "ranker": cfg.ranker, "dataset": col.name, **res.to_row()}
             with open(out_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row, default=str) + "\n")
 
     frame = attack.run(oracle, col, tsamp, run=run, progress=progress, errors="record",
                        on_result=writer)
-    summary = summarize(frame, similarity=similarity)
-    summary.update({"job": job_id, "config": config, "victim": victim.name,
-                    "surrogate": getattr(sur, "name", None) if method == "word-substitution"
-                    else None, "threat_name": getattr(threat_model, "name", str(threat)),
+    summary = summarize(frame, similarity=cfg.similarity)
+    summary.update({"job": job_id, "config": cfg.to_params(), "command": cfg.command(), "victim": victim.name,
+                    "surrogate": getattr(sur, "name", None) if cfg.method == "word-substitution"
+                    else None, "threat_name": getattr(threat_model, "name", str(cfg.threat)),
                     "threat_fingerprint": threat_model.fingerprint,
                     "attack_qids": attack_qids, "victim_queries_attack": int(oracle.queries_used),
                     "wall_s_job": round(time.perf_counter() - t0, 2)})
     if info:
         summary["imitation"] = {k_: v for k_, v in info.items() if k_ != "qids"}
         summary["imitation_victim_queries"] = int(info.get("victim_queries", 0))
-        if agreement and method == "word-substitution":
+        if cfg.agreement and cfg.method == "word-substitution":
             from rankers.imitation import run_agreement
 
             summary["agreement"] = run_agreement(run, sur.score)

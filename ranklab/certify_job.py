@@ -1,10 +1,10 @@
 """One certification job: certify a ranker's top-K lists on a collection and write the report.
 
-:func:`run_certify_job` takes plain (JSON-friendly) arguments, so the ``ranklab certify`` command
-and sweeps (job kind ``certify``) call it directly. In order it:
+:func:`run_certify_job` takes a :class:`CertifyConfig` (the one definition of the job's parameters;
+the ``ranklab certify`` flags, sweep checks, job id and reproduce command derive from it). In order:
 
 1. loads the collection (``demo``, a BEIR folder, ``irds:ID``), draws a seeded sample of
-   ``n_queries`` queries (all when ``None``) and the first-stage candidates (top ``k``);
+   ``queries`` queries (all when ``None``) and the first-stage candidates (top ``k``);
 2. scores the candidates with the base ranker (clean run);
 3. builds the threat model (optionally closed under symmetry on the collection's vocabulary) and
    the smoothed ranker ``g(q, d) = mean_n sigmoid((f(q, d~_n) - center) / temperature)``;
@@ -20,80 +20,86 @@ arguments and seed give the same numbers (timings aside).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 import time
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from rankers.base import Ranker
+from ranklab.config import ConfigError, RankingConfig, param
 
-__all__ = ["run_certify_job", "default_temperature", "CenteredRanker", "symmetric_closure",
-           "attack_certified_lists", "MEASURES"]
+__all__ = ["CertifyConfig", "run_certify_job", "attack_certified_lists", "MEASURES"]
 
 MEASURES = ("nDCG@10", "RR@10", "AP")
 
-#: Default squash temperatures by ranker family (score scale; see SmoothedRanker's docstring).
-TEMPERATURES = {"BiEncoder": 0.05, "CrossEncoder": 1.0, "BM25Ranker": 1.0,
-                "TermWeightRanker": 1.0}
 
+@dataclasses.dataclass(frozen=True)
+class CertifyConfig(RankingConfig):
+    """A certification job: smooth ``ranker`` and certify its top-K lists on ``dataset``."""
 
-def default_temperature(ranker: Ranker) -> float:
-    """Squash temperature for ``ranker``'s raw scores.
+    kind = "certify"
+    k: int = param(20, "first-stage candidates per query (the certified list's length m)",
+                   unit="documents", min=2)
+    samples: int = param(200, "smoothing draws per document, N (the adaptive mode's cap)",
+                         unit="draws", min=1)
+    ks: tuple[int, ...] | None = param(None, "cut-offs K to certify, each < k (default: those of "
+                                       "1 3 5 10 20 below k)", unit="ranks, 1-based", min=1)
+    alpha: float = param(0.05, "error level: all certificates of a query hold together with "
+                         "probability >= 1 - alpha (rigorous, adaptive)", gt=0, max=0.5)
+    mode: str = param("rigorous", "rigorous (all documents bounded at once), certdr (the paper's "
+                      "two-estimate test) or adaptive (sequential looks)",
+                      choices=("rigorous", "certdr", "adaptive"))
+    bound: str = param("hoeffding", "confidence bound (bernstein: not with certdr)",
+                       choices=("hoeffding", "bernstein"))
+    R: int | None = param(None, "attacker's budget of substituted words per document (every word "
+                          "when not given, the paper's setting)", unit="words", min=0, flag="--R")
+    threat: str = param("wordnet+glove", "threat-model spec (attacks.threat.load_threat_model)")
+    symmetric: bool = param(True, "certify against the threat closed under symmetry on the "
+                            "collection's vocabulary (a superset, so certificates hold against "
+                            "the threat itself); --no-symmetric: the threat as given (radii "
+                            "near 1 on long documents)")
+    temperature: float | None = param(None, "sigmoid temperature of the squash (default by "
+                                      "ranker family: 0.05 bi-encoders, 1.0 others)",
+                                      unit="raw-score units", gt=0)
+    center: str = param("auto", "constant subtracted from raw scores before the squash: auto "
+                        "(median clean score of the lists) or a number", unit="raw-score units")
+    n0: int | None = param(None, "adaptive mode: draws at the first look (default min(32, N))",
+                           unit="draws", min=1)
+    futility: float = param(3.0, "adaptive mode: give up on a list when estimates moved this many "
+                            "SDs still cannot separate at the cap (<= 0: never give up)",
+                            unit="standard deviations")
+    max_set_size: int = param(100, "largest smoothing set (published construction: 100)",
+                              unit="words", min=1)
+    attack: dict | None = param(None, "attack outside documents of certified lists after "
+                                "certifying (see attack_certified_lists for keys)", cli=False)
 
-    Bi-encoders (cosine similarities in [-1, 1], relevant/non-relevant gaps about 0.05-0.1): 0.05.
-    Cross-encoders (logits, about [-10, 10]): 1.0. BM25 (scores of a few units between ranks)
-    and the term-weight ranker: 1.0. Anything else: 1.0. Looked up along the class hierarchy, so a
-    subclass gets its parent's value.
-    """
-    base = ranker.base if isinstance(ranker, CenteredRanker) else ranker
-    for cls in type(base).__mro__:
-        if cls.__name__ in TEMPERATURES:
-            return TEMPERATURES[cls.__name__]
-    return 1.0
+    def check(self) -> None:
+        if self.ks is not None:
+            big = [K for K in self.ks if K >= self.k]
+            if big:
+                raise ConfigError(
+                    f"ks (--ks) {big} >= k (--k) {self.k}: a list of k documents is trivially "
+                    f"certified at K >= k. Use cut-offs below {self.k}, or a larger --k")
+        if self.center != "auto":
+            try:
+                c = float(self.center)
+            except ValueError:
+                raise ConfigError(f"center (--center) must be 'auto' or a number, got "
+                                  f"{self.center!r}") from None
+            if not math.isfinite(c):
+                raise ConfigError(f"center (--center) must be finite, got {self.center!r}")
+        if self.bound == "bernstein" and self.mode == "certdr":
+            raise ConfigError("bound (--bound) bernstein does not go with mode (--mode) certdr "
+                              "(the paper's test is Hoeffding's)")
 
-
-class CenteredRanker(Ranker):
-    """``f(q, d) - center``: shifts raw scores so that the sigmoid squash is not saturated.
-
-    A fixed constant (the job takes the median clean score of its candidate lists, computed
-    before any smoothing draw); the smoothed ranker and its certificate are about the shifted
-    scores, which rank exactly as the base ranker's.
-    """
-
-    def __init__(self, base: Ranker, center: float):
-        if not isinstance(base, Ranker):
-            raise TypeError(f"base must be a Ranker, got {type(base).__name__}")
-        if not math.isfinite(float(center)):
-            raise ValueError(f"center must be a finite number, got {center!r}")
-        self.base = base
-        self.center = float(center)
-        self.name = f"{base.name}-({self.center:.6g})"
-
-    def _score_pairs(self, queries, docs):
-        return self.base.score_pairs(queries, docs) - self.center
-
-
-def symmetric_closure(threat, col):
-    """The threat model closed under symmetry on a collection's vocabulary.
-
-    A :class:`attacks.threat.SynonymTable` with ``w -> threat.neighbours(w)`` for every word ``w``
-    of the collection's documents, plus every reverse pair. On the collection's documents it
-    allows every substitution ``threat`` allows (and the reverse ones), so a certificate against
-    it also holds against ``threat``; its smoothing sets are whole connected components (when at
-    most ``max_set_size`` words), which makes ``q_w = 1`` and the radii small for most words.
-    """
-    from attacks.text import tokenize
-    from attacks.threat import SynonymTable
-
-    vocab = sorted({w.lower() for t in col.documents["text"] for w in tokenize(t).words})
-    table = {}
-    for w in vocab:
-        nb = threat.neighbours(w)
-        if nb:
-            table[w] = nb
-    return SynonymTable(table, symmetric=True, name=f"symmetric({threat.name})@{col.name}")
+    @property
+    def cutoffs(self) -> list[int]:
+        """The K values certified (1-based, ascending, each < k)."""
+        if self.ks is None:
+            return [K for K in (1, 3, 5, 10, 20) if K < self.k]
+        return sorted(set(self.ks))
 
 
 def _eval(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> tuple[dict, pd.DataFrame]:
@@ -105,140 +111,61 @@ def _eval(run: pd.DataFrame, qrels: pd.DataFrame, measures) -> tuple[dict, pd.Da
     return evaluate(judged, qrels, measures), evaluate_per_query(judged, qrels, ["nDCG@10"])
 
 
-def _check_args(k, samples, ks, alpha, mode, bound, R, n_queries, symmetric):
-    from defenses.certify import BOUNDS, MODES
+def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None = None,
+                    progress: bool = True, **params) -> dict:
+    """Certify ``config.ranker``'s top-K lists on ``config.dataset``; returns a flat summary.
 
-    if int(k) != k or k < 2:
-        raise ValueError(f"k (candidates per query) must be an integer >= 2, got {k!r}")
-    if int(samples) != samples or samples < 1:
-        raise ValueError(f"samples (N) must be a positive integer, got {samples!r}")
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; valid modes: {list(MODES)}")
-    if bound not in BOUNDS:
-        raise ValueError(f"unknown bound {bound!r}; valid bounds: {list(BOUNDS)}")
-    if not 0 < float(alpha) < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    if R is not None and (int(R) != R or R < 0):
-        raise ValueError(f"R must be a non-negative integer or None, got {R!r}")
-    if n_queries is not None and (int(n_queries) != n_queries or n_queries < 1):
-        raise ValueError(f"n_queries must be a positive integer or None, got {n_queries!r}")
-    if not isinstance(symmetric, bool):
-        raise ValueError(f"symmetric must be true or false, got {symmetric!r}")
-    try:
-        kk = sorted({int(x) for x in ks})
-    except (TypeError, ValueError):
-        raise ValueError(f"ks must be a list of positive integers, got {ks!r}") from None
-    if not kk or kk[0] < 1:
-        raise ValueError(f"ks must be positive integers (1-based cut-offs), got {ks!r}")
-    kept = [x for x in kk if x < k]
-    if not kept:
-        raise ValueError(f"every cut-off in ks={kk} is >= k={k}: a list of k documents is "
-                         "trivially certified at K >= k. Use K < k")
-    return kept
-
-
-def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0,
-                    first_stage: str = "bm25", k: int = 20, samples: int = 200,
-                    ks: Sequence[int] = (1, 3, 5, 10, 20), alpha: float = 0.05,
-                    mode: str = "rigorous", bound: str = "hoeffding", R: int | None = None,
-                    threat="wordnet+glove", temperature: float | None = None,
-                    center="auto", symmetric: bool = True, n0: int | None = None,
-                    futility: float | None = 3.0,
-                    max_set_size: int = 100, n_queries: int | None = None,
-                    attack: dict | None = None, out_dir: str | None = None,
-                    dtype: str = "fp32", progress: bool = True) -> dict:
-    """Certify ``ranker``'s top-K lists on ``dataset``; returns a flat summary dict.
-
-    Parameters (plain values)
-    -------------------------
-    ranker : spec for :func:`ranklab.cli.ranker_for` (``minilm``, ``bm25`` fitted on the
-        collection, ``term-weight``, ``cross-encoder:PATH``, a model folder).
-    dataset : ``demo``, a BEIR folder or ``irds:ID``.
-    seed : seeds the query sample, the smoothing draws and the attack (non-negative integer).
-    first_stage, k : the candidate lists (first-stage top ``k``; the list length ``m``).
-    samples : ``N``, smoothing draws per document (the adaptive mode's cap).
-    ks : cut-offs K (1-based); only ``K < k`` are kept (K >= k is trivially certified).
-    alpha : the certificates' error level (all K of a query hold together w.p. >= 1 - alpha in
-        the rigorous and adaptive modes).
-    mode : ``rigorous`` (default), ``certdr`` (the paper's test) or ``adaptive``.
-    bound : ``hoeffding`` or ``bernstein`` (not with certdr).
-    R : at most R substituted words per document (``None``: every word, the paper's setting).
-    threat : threat-model spec (:func:`attacks.threat.load_threat_model`) or a ThreatModel.
-    temperature : squash temperature; ``None`` picks by ranker family
-        (:func:`default_temperature`: 0.05 for bi-encoders, 1.0 for cross-encoders and BM25).
-    center : constant subtracted from raw scores before the squash. ``"auto"`` (default): the
-        median clean base score of the job's candidate pairs, computed before any draw and
-        recorded; a number; or ``None``/0 for no shift.
-    symmetric : close the threat model under symmetry on the collection's vocabulary first
-        (:func:`symmetric_closure`; default True). The closure allows every substitution of
-        ``threat`` on the collection's documents plus the reverse ones, so a certificate against
-        it also holds against ``threat`` itself; its smoothing sets are whole synonym components,
-        so radii are small (Cranfield, ``wordnet+glove``: median 0.01 instead of about 1.0).
-        ``False`` certifies against ``threat`` as given, where neighbour lists that are not
-        symmetric make almost every long document's radius close to 1 (nothing certifies).
-    n0 : first look of the adaptive mode (default ``min(32, samples)``).
-    futility : adaptive mode's futility z (:func:`defenses.certify.certify`; ``None``: off).
-    max_set_size : largest smoothing set (the published construction uses 100).
-    n_queries : a seeded sample of this many queries (``None``: every query).
-    attack : optional dict: attack outside documents with the word-substitution attack on the
-        smoothed ranker (see :func:`attack_certified_lists` for keys), or ``{"results": PATH}``
-        to check a saved attack-results file whose ranks refer to the smoothed lists.
-    out_dir : folder for ``report.html``, ``report.md``, ``report.json`` (no report when None).
-    dtype : encoder precision for transformer rankers (``fp32`` or ``bf16``; the certificate is
-        about the ranker at that precision).
-    progress : progress bars.
+    ``config`` is a :class:`CertifyConfig` (its fields document every parameter); keyword
+    ``params`` build or override one. ``out_dir``: folder for ``report.html``, ``report.md``,
+    ``report.json`` (no report when None); ``progress``: progress bars and the forward-pass
+    estimate on stderr.
 
     Returns a flat dict: ``CRQ@K`` for each K, ``n_queries``, ``<measure>_base`` and
     ``<measure>_smoothed``, ``n_forward`` (base forward passes of the certificate),
     ``n_forward_per_query``, ``median_radius``, attack counts when attacked, ``wall_s``,
     ``certify_s``, ``report`` (the HTML path or None) and the main parameters.
     """
-    from attacks.threat import load_threat_model
+    from attacks.threat import load_threat_model, symmetric_closure
     from defenses.certify import certify
-    from defenses.smoothing import SmoothedRanker, SmoothingSets
-    from ranklab.cli import _select_queries, ranker_for
+    from defenses.smoothing import SmoothedRanker, SmoothingSets, default_temperature
     from ranklab.collections import load_collection
 
+    cfg = config if config is not None else CertifyConfig.from_params(params)
+    if params and config is not None:
+        cfg = cfg.replace(**params)
     t0 = time.perf_counter()
-    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    kept = _check_args(k, samples, ks, alpha, mode, bound, R, n_queries, symmetric)
-    if dtype not in ("fp32", "bf16"):
-        raise ValueError(f"dtype must be 'fp32' or 'bf16', got {dtype!r}")
-    k, samples, seed = int(k), int(samples), int(seed)
-
-    col = _select_queries(load_collection(dataset), n_queries, seed)
-    cands = col.candidates(first_stage, k=k)
+    kept = cfg.cutoffs
+    if not kept:
+        raise ConfigError(f"no cut-off K below k (--k) {cfg.k}: pass --ks")
+    col = load_collection(cfg.dataset).sample_queries(cfg.queries, cfg.seed)
+    cands = col.candidates(cfg.first_stage, k=cfg.k)
     if cands.empty:
-        raise ValueError(f"{col.name}: the first stage {first_stage!r} returned no candidates")
-    base = ranker_for(ranker, col, **({} if dtype == "fp32" else {"dtype": dtype}))
-    ranker_spec = ranker if isinstance(ranker, str) else getattr(ranker, "name", str(ranker))
-    same = ranker_spec == "bm25" and first_stage == "bm25"
+        raise ValueError(f"{col.name}: the first stage {cfg.first_stage!r} returned no candidates")
+    base = col.ranker(cfg.ranker, **cfg.ranker_kwargs())
+    same = cfg.ranker == "bm25" and cfg.first_stage == "bm25"
     base_run = cands.copy() if same else base.transform(cands)
 
-    threat_model = load_threat_model(threat)
-    if symmetric:
+    threat_model = load_threat_model(cfg.threat)
+    if cfg.symmetric:
         threat_model = symmetric_closure(threat_model, col)
-    sets = SmoothingSets(threat_model, max_set_size=max_set_size)
+    sets = SmoothingSets(threat_model, max_set_size=cfg.max_set_size)
 
-    if center == "auto":
-        c = float(np.median(base_run["score"].to_numpy(dtype=float)))
-    elif center is None:
-        c = 0.0
-    else:
-        try:
-            c = float(center)
-        except (TypeError, ValueError):
-            raise ValueError(f"center must be 'auto', a number or None, got {center!r}") from None
-    T = default_temperature(base) if temperature is None else float(temperature)
-    if not T > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    scorer = base if c == 0.0 else CenteredRanker(base, c)
-    smoothed = SmoothedRanker(scorer, sets, n_samples=samples, seed=seed, temperature=T)
+    c = float(np.median(base_run["score"].to_numpy(dtype=float))) if cfg.center == "auto" \
+        else float(cfg.center)
+    T = default_temperature(base) if cfg.temperature is None else cfg.temperature
+    smoothed = SmoothedRanker(base, sets, n_samples=cfg.samples, seed=cfg.seed, temperature=T,
+                              center=c)
+    if progress:
+        sizes = cands.groupby("qid").size()
+        print(f"certifying {len(sizes)} lists of up to {int(sizes.max())} documents with up to "
+              f"{cfg.samples} draws each: at most {int(sizes.sum()) * cfg.samples:,} forward "
+              f"passes{' (adaptive mode usually needs far fewer)' if cfg.mode == 'adaptive' else ''}",
+              file=sys.stderr)
 
     t1 = time.perf_counter()
-    cert = certify(smoothed, cands, ks=kept, alpha=alpha, mode=mode, R=R, n0=n0, bound=bound,
-                   futility=futility, progress=progress)
+    cert = certify(smoothed, cands, ks=kept, alpha=cfg.alpha, mode=cfg.mode, R=cfg.R, n0=cfg.n0,
+                   bound=cfg.bound, futility=cfg.futility if cfg.futility > 0 else None,
+                   progress=progress)
     certify_s = time.perf_counter() - t1
     n_forward = int(cert.frame.drop_duplicates("qid")["n_forward"].sum())
 
@@ -256,31 +183,29 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
     clean = {"base": eff_b, "smoothed": eff_s, "per_query": per_query,
              "note": ("Smoothed scores are the certificate's estimates: in adaptive mode "
                       "documents far from the boundary have fewer than N samples.")
-             if mode == "adaptive" else None}
+             if cfg.mode == "adaptive" else None}
 
     attack_frame, attack_info = None, {}
-    if attack:
+    if cfg.attack:
         attack_frame, attack_info = attack_certified_lists(
-            cert, smoothed, base, col, cands, attack, seed=seed, R=R, progress=progress)
+            cert, smoothed, base, col, cands, cfg.attack, seed=cfg.seed, R=cfg.R,
+            progress=progress)
 
     wall_s = time.perf_counter() - t0
     meta = {
-        "ranker": ranker_spec, "ranker_name": base.name, "smoothed": smoothed.name,
-        "collection": col.name, "dataset": str(dataset),
-        "collection_fingerprint": col.fingerprint, "first_stage": first_stage, "k": k,
-        "n_queries": int(cands["qid"].nunique()), "query_seed": seed,
-        "threat": threat_model.name,
-        "threat_spec": threat if isinstance(threat, (str, dict)) else threat_model.name,
-        "threat_fingerprint": threat_model.fingerprint, "symmetric": symmetric,
-        "sets_fingerprint": sets.fingerprint, "max_set_size": max_set_size,
-        "squash": "sigmoid", "temperature": T, "dtype": dtype, "center": c, "mode": mode, "bound": bound,
-        "alpha": alpha, "N": samples, "n0": cert.params.get("n0"),
-        "futility": cert.params.get("futility"), "R": R, "seed": seed,
-        "ks": kept, "n_forward": n_forward, "certify_s": round(certify_s, 2),
-        "wall_s": round(wall_s, 2),
-        "command": _command(ranker_spec, dataset, first_stage, k, samples, kept, alpha, mode,
-                            bound, R, threat, seed, n_queries, symmetric, n0, dtype,
-                            temperature, center, max_set_size, futility),
+        "ranker": cfg.ranker, "ranker_name": base.name, "smoothed": smoothed.name,
+        "collection": col.name, "dataset": cfg.dataset,
+        "collection_fingerprint": col.fingerprint, "first_stage": cfg.first_stage, "k": cfg.k,
+        "n_queries": int(cands["qid"].nunique()), "query_seed": cfg.seed,
+        "threat": threat_model.name, "threat_spec": cfg.threat,
+        "threat_fingerprint": threat_model.fingerprint, "symmetric": cfg.symmetric,
+        "sets_fingerprint": sets.fingerprint, "max_set_size": cfg.max_set_size,
+        "squash": "sigmoid", "temperature": T, "dtype": cfg.dtype, "center": c,
+        "mode": cfg.mode, "bound": cfg.bound, "alpha": cfg.alpha, "N": cfg.samples,
+        "n0": cert.params.get("n0"), "futility": cert.params.get("futility"), "R": cfg.R,
+        "seed": cfg.seed, "ks": kept, "n_forward": n_forward, "certify_s": round(certify_s, 2),
+        "wall_s": round(wall_s, 2), "job_id": cfg.job_id(), "config": cfg.to_params(),
+        "command": cfg.command(),
         "qids": sorted(cands["qid"].astype(str).unique()),
         "query_text": dict(zip(col.queries["qid"].astype(str), col.queries["query"])),
     }
@@ -288,8 +213,9 @@ def run_certify_job(ranker: str = "minilm", dataset: str = "demo", seed: int = 0
         meta["attack"] = attack_info
 
     summary = {f"CRQ@{int(K)}": float(v) for K, v in zip(cert.crq["K"], cert.crq["CRQ"])}
-    summary.update({"n_queries": meta["n_queries"], "k": k, "N": samples, "mode": mode,
-                    "bound": bound, "alpha": alpha, "R": R, "temperature": T, "center": c,
+    summary.update({"n_queries": meta["n_queries"], "k": cfg.k, "N": cfg.samples,
+                    "mode": cfg.mode, "bound": cfg.bound, "alpha": cfg.alpha, "R": cfg.R,
+                    "temperature": T, "center": c,
                     "threat_fingerprint": threat_model.fingerprint})
     for m in MEASURES:
         summary[f"{m}_base"] = eff_b.get(m)
@@ -326,37 +252,6 @@ def _attack_summary(att: dict, K: int | None) -> dict:
                     "attack_entered_uncertified": row["uncertified_entered"],
                     "attack_targets_uncertified": row["uncertified_targets"]})
     return out
-
-
-def _command(ranker, dataset, first_stage, k, samples, ks, alpha, mode, bound, R, threat, seed,
-             n_queries, symmetric, n0=None, dtype="fp32", temperature=None, center="auto",
-             max_set_size=100, futility=3.0) -> str:
-    parts = [f"ranklab certify --ranker {ranker} --dataset {dataset} --first-stage {first_stage}",
-             f"--k {k} --samples {samples} --seed {seed} --alpha {alpha} --mode {mode}"]
-    if bound != "hoeffding":
-        parts.append(f"--bound {bound}")
-    if R is not None:
-        parts.append(f"--R {R}")
-    if isinstance(threat, str) and threat != "wordnet+glove":
-        parts.append(f"--threat '{threat}'")
-    if n_queries is not None:
-        parts.append(f"--queries {n_queries}")
-    if not symmetric:
-        parts.append("--no-symmetric")
-    if n0 is not None and mode == "adaptive":
-        parts.append(f"--n0 {n0}")
-    if futility != 3.0 and mode == "adaptive":
-        parts.append(f"--futility {-1 if futility is None else futility}")
-    if dtype != "fp32":
-        parts.append(f"--dtype {dtype}")
-    if temperature is not None:
-        parts.append(f"--temperature {temperature}")
-    if center != "auto":
-        parts.append(f"--center {0 if center is None else center}")
-    if max_set_size != 100:
-        parts.append(f"--max-set-size {max_set_size}")
-    parts.append("--ks " + " ".join(str(x) for x in ks))
-    return " ".join(parts)
 
 
 _ATTACK_KEYS = {"K", "per_list", "max_lists", "max_words", "max_pp", "surrogate", "results",

@@ -91,6 +91,42 @@ class Collection:
                           None if self.topics is None else self.topics[self.topics["qid"].isin(qids)],
                           self.path, {}, self._bm25)
 
+    def sample_queries(self, n: int | None, seed: int = 0) -> "Collection":
+        """A seeded sample of ``n`` queries (sorted by position; all when ``n`` is None or >= the
+        number of queries). The same ``(n, seed)`` always picks the same queries."""
+        if n is None or n >= len(self.queries):
+            return self
+        if int(n) != n or n < 1:
+            raise CollectionError(f"the number of queries must be a positive integer, got {n!r}")
+        import numpy as np
+
+        qids = self.queries["qid"].tolist()
+        pick = sorted(np.random.default_rng(seed).choice(len(qids), size=int(n), replace=False))
+        return self.subset([qids[i] for i in pick])
+
+    def ranker(self, spec, **kwargs):
+        """:func:`rankers.load_ranker` of ``spec``, except that ``"bm25"`` is this collection's
+        fitted BM25 (scores with the index's statistics, so attacked copies stay comparable)."""
+        from rankers import load_ranker
+
+        if spec == "bm25":
+            return self.bm25()
+        return load_ranker(spec, **kwargs)
+
+    # -- PyTerrier dataset API -----------------------------------------------------------------
+    def get_topics(self, variant=None) -> pd.DataFrame:
+        """Queries as PyTerrier topics (``qid, query``)."""
+        return self.queries[["qid", "query"]].copy()
+
+    def get_qrels(self, variant=None) -> pd.DataFrame:
+        """Qrels as PyTerrier expects them (``qid, docno, label``)."""
+        return self.qrels[["qid", "docno", "label"]].copy()
+
+    def get_corpus_iter(self, verbose: bool = False):
+        """Documents as dicts ``{"docno", "text"}`` (PyTerrier's corpus iterator)."""
+        for docno, text in zip(self.documents["docno"], self.documents["text"]):
+            yield {"docno": docno, "text": text}
+
     # -- first stage -------------------------------------------------------------------------
     def bm25(self):
         """A BM25 ranker fitted on this collection's documents (built once)."""

@@ -16,9 +16,10 @@ Config (YAML or TOML)::
         params: {k: 10, samples: 100}
 
 A study may override ``rankers``, ``datasets`` and ``seeds``. Parameters are checked against the
-job function's signature, so a misspelt key fails before anything runs, naming the key.
+job kind's typed config (:mod:`ranklab.config`): a misspelt key or a value of the wrong type fails
+before anything runs, naming the key and what is allowed.
 
-Each job's id is a hash of its resolved config (kind, ranker, dataset, seed, params). Results:
+Each job's id is a hash of its resolved config (kind and every parameter, defaults included). Results:
 ``OUT/results.jsonl`` gets one row per finished job, appended (and fsync'ed) as it finishes; failed
 jobs go to ``OUT/failures.jsonl`` with their error, and the sweep goes on. Rerunning the same
 command skips every job whose id is already in ``results.jsonl`` (failed ones are retried), so an
@@ -31,8 +32,6 @@ function of the job's config and seed.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
 import itertools
 import json
 import os
@@ -45,23 +44,36 @@ from pathlib import Path
 
 import pandas as pd
 
+from ranklab.config import ConfigError, JobConfig
+
 TOP_KEYS = {"name", "rankers", "datasets", "seeds", "studies", "description"}
 STUDY_KEYS = {"kind", "params", "grid", "rankers", "datasets", "seeds", "name"}
 TIMING_SUFFIXES = ("_s", "finished_at")
 
 
-class ConfigError(ValueError):
-    """A sweep config is invalid; the message names the bad key and what is allowed."""
 
 
 @dataclass(frozen=True)
 class Job:
+    """One job of a sweep: its kind, the resolved config (every parameter, defaults included) and
+    the parameters the config file gave (``params``, shown in summaries)."""
+
     kind: str
-    ranker: str
-    dataset: str
-    seed: int
+    config: JobConfig
     params: dict = field(default_factory=dict)
     study: str = ""
+
+    @property
+    def ranker(self) -> str:
+        return self.config.ranker
+
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
 
     def resolved(self) -> dict:
         return {"kind": self.kind, "ranker": self.ranker, "dataset": self.dataset, "seed": self.seed,
@@ -69,8 +81,7 @@ class Job:
 
     @property
     def job_id(self) -> str:
-        blob = json.dumps(self.resolved(), sort_keys=True, default=str).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
+        return self.config.job_id()
 
     def label(self) -> str:
         p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
@@ -131,21 +142,6 @@ def _as_list(value, key):
     raise ConfigError(f"'{key}' must be a value or a non-empty list, got {value!r}")
 
 
-def _job_params(kind: str) -> set:
-    from ranklab.jobs import KINDS
-
-    fn = KINDS[kind]
-    sig = inspect.signature(fn)
-    names = {n for n, p in sig.parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    inner = {"attack": ("ranklab.attack_job", "run_attack_job"),
-             "certify": ("ranklab.certify_job", "run_certify_job")}.get(kind)
-    if inner:
-        import importlib
-
-        names |= set(inspect.signature(getattr(importlib.import_module(inner[0]), inner[1])).parameters)
-    return names - {"ranker", "dataset", "seed", "workdir", "progress", "out", "out_dir"}
-
-
 def expand(cfg: dict) -> list[Job]:
     """Validate a config and expand it into jobs (order: study, ranker, dataset, seed, grid)."""
     from ranklab.jobs import KINDS
@@ -169,7 +165,8 @@ def expand(cfg: dict) -> list[Job]:
             raise ConfigError(f"{where}: unknown kind {kind!r}; use one of {sorted(KINDS)}")
         params = dict(st.get("params") or {})
         grid = dict(st.get("grid") or {})
-        allowed = _job_params(kind)
+        config_cls = KINDS[kind].config
+        allowed = set(config_cls.names()) - {"ranker", "dataset", "seed"}
         for key in list(params) + list(grid):
             if key not in allowed:
                 raise ConfigError(f"{where} ({kind}): unknown parameter {key!r}; allowed: {sorted(allowed)}")
@@ -189,7 +186,9 @@ def expand(cfg: dict) -> list[Job]:
                 ds = str(Path(ds).expanduser().resolve())
             for combo in itertools.product(*(grid[k] for k in keys)):
                 p = {**params, **dict(zip(keys, combo))}
-                jobs.append(Job(kind, str(ranker), ds, int(seed), p, st.get("name", f"{kind}#{i}")))
+                config = config_cls.from_params(p, where=f"{where} ({kind})", ranker=str(ranker),
+                                                dataset=ds, seed=int(seed))
+                jobs.append(Job(kind, config, p, st.get("name", f"{kind}#{i}")))
     ids = [j.job_id for j in jobs]
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
@@ -256,6 +255,18 @@ def load_results(out: str | Path) -> pd.DataFrame:
     return pd.DataFrame(flat)
 
 
+def failed_jobs(out: str | Path, table: pd.DataFrame | None = None) -> set[str]:
+    """Ids of jobs in ``OUT/failures.jsonl`` that have no finished row (in ``table`` or
+    ``OUT/results.jsonl``)."""
+    out = Path(out)
+    failed = {r["job_id"] for r in _read_jsonl(out / "failures.jsonl")}
+    if table is None:
+        done = {r["job_id"] for r in _read_jsonl(out / "results.jsonl")}
+    else:
+        done = set(table["job_id"]) if len(table) else set()
+    return failed - done
+
+
 # -- running --------------------------------------------------------------------------------------
 def run_job(job: Job, out: str, progress: bool = False) -> dict:
     """Run one job; returns its result row (status 'ok' or 'failed' with the error)."""
@@ -267,8 +278,7 @@ def run_job(job: Job, out: str, progress: bool = False) -> dict:
     base = {"job_id": job.job_id, "study": job.study, **job.resolved()}
     t = time.perf_counter()
     try:
-        metrics = KINDS[job.kind](ranker=job.ranker, dataset=job.dataset, seed=job.seed,
-                                  workdir=str(workdir), progress=progress, **job.params)
+        metrics = KINDS[job.kind].run(job.config, workdir=str(workdir), progress=progress)
         row = {**base, "status": "ok", **{k: v for k, v in metrics.items() if k not in base}}
     except Exception as e:  # one failing job never stops the sweep
         row = {**base, "status": "failed", "error": f"{type(e).__name__}: {e}",

@@ -34,8 +34,8 @@ def table_spec(tmp_path):
 
 
 def job(synthetic, table_spec, **kw):
-    args = dict(ranker="term-weight", dataset=str(synthetic), k=5, ks=(1, 2, 3, 4, 5, 20),
-                samples=64, threat=table_spec, center=None, symmetric=False, progress=False)
+    args = dict(ranker="term-weight", dataset=str(synthetic), k=5, ks=(1, 2, 3, 4),
+                samples=64, threat=table_spec, center=0, symmetric=False, progress=False)
     args.update(kw)
     return run_certify_job(**args)
 
@@ -116,7 +116,9 @@ def test_job_center_and_temperature_recorded(synthetic, table_spec):
 
 @pytest.mark.parametrize("kw,msg", [
     ({"ks": (5, 10)}, "trivially certified"),
-    ({"mode": "fast"}, "unknown mode"),
+    ({"mode": "fast"}, "mode"),
+    ({"temperature": float("inf")}, "finite"),
+    ({"ks": (1, 20)}, "--ks"),
     ({"samples": 0}, "samples"),
     ({"center": "middle"}, "center"),
     ({"attack": {"max_lists": 2}}, "differentiable"),
@@ -200,7 +202,7 @@ ASYM = SynonymTable({"good": ["fine", "great"], "fine": ["nice"], "bad": ["poor"
 def test_symmetric_closure_contains_the_threat_and_its_reverse():
     from types import SimpleNamespace
 
-    from ranklab.certify_job import symmetric_closure
+    from attacks.threat import symmetric_closure
 
     docs = [t for ts in LISTS.values() for t in ts]
     col = SimpleNamespace(name="tiny", documents=pd.DataFrame({"text": docs}))
@@ -218,7 +220,7 @@ def test_certificate_on_closure_never_broken_by_attack_with_original_threat():
     """Certify against the symmetric closure, attack with the threat as given, exhaustively."""
     from types import SimpleNamespace
 
-    from ranklab.certify_job import symmetric_closure
+    from attacks.threat import symmetric_closure
 
     rows = [{"qid": q, "query": "movie", "docno": f"{q}-{i}", "text": t}
             for q, docs in LISTS.items() for i, t in enumerate(docs)]
@@ -240,7 +242,7 @@ def test_job_symmetric_by_default(synthetic, table_spec, tmp_path):
     closed = job(synthetic, table_spec, symmetric=True, out_dir=str(tmp_path / "c"))
     given = job(synthetic, table_spec, symmetric=False, out_dir=str(tmp_path / "g"))
     default = dict(ranker="term-weight", dataset=str(synthetic), k=5, ks=(1, 2, 3, 4),
-                   samples=64, threat=table_spec, center=None, progress=False)
+                   samples=64, threat=table_spec, center=0, progress=False)
     assert _timing_free(run_certify_job(**default)) == _timing_free(
         run_certify_job(**default, symmetric=True))
     assert closed["median_radius"] <= given["median_radius"]
@@ -402,8 +404,11 @@ def test_certification_notebook_runs(tmp_path):
     assert (tmp_path / "certification_report" / "report.html").is_file()
 
 
-def test_cli_certify_writes_report_and_prints_json(synthetic, table_spec, tmp_path, capsys):
+def test_cli_certify_writes_report_and_prints_json(synthetic, table_spec, tmp_path, capsys,
+                                                  monkeypatch):
     from ranklab.cli import main
+
+    monkeypatch.chdir(tmp_path)  # without --out the report goes to runs/certify/<job id>
 
     base = ["certify", "--ranker", "term-weight", "--dataset", str(synthetic), "--k", "5",
             "--samples", "32", "--ks", "1", "2", "--threat", table_spec, "--center", "0",
@@ -418,5 +423,6 @@ def test_cli_certify_writes_report_and_prints_json(synthetic, table_spec, tmp_pa
     assert main(base + ["--no-symmetric", "--mode", "adaptive", "--n0", "8"]) == 0
     s2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s2["mode"] == "adaptive" and s2["median_radius"] >= s["median_radius"]
+    assert Path(s2["report"]).resolve().is_relative_to(tmp_path.resolve() / "runs" / "certify")
     assert main(base + ["--center", "middle"]) == 2
     assert "--center" in capsys.readouterr().err

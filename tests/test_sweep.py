@@ -88,33 +88,37 @@ def test_parallel_jobs_give_the_same_rows(synthetic, tmp_path):
     assert sorted(_rows(tmp_path / "seq"), key=key) == sorted(_rows(tmp_path / "par"), key=key)
 
 
-def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path):
-    # demo-sized evaluate jobs take long enough for a kill to land in the middle of the sweep
-    cfg = {"rankers": ["bm25"], "datasets": ["demo"], "seeds": [0, 1, 2, 3],
-           "studies": [{"kind": "evaluate", "grid": {"k": [10, 20, 30, 40, 50]}}]}
+def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    """The sweep process dies (os._exit, like a kill) in its 8th job; the rerun of the same
+    command finishes the sweep with every job exactly once, equal to a clean run."""
+    marker = tmp_path / "crashed-once"
+    cfg = {"rankers": ["bm25"], "datasets": ["demo"], "seeds": [0],
+           "studies": [{"kind": "evaluate", "grid": {"k": [10, 20, 30, 40, 50, 60, 70]}},
+                       {"kind": "crash", "params": {"marker": str(marker)}},
+                       {"kind": "evaluate", "seeds": [1, 2],
+                        "grid": {"k": [10, 20, 30, 40, 50, 60]}}]}
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "ranklab.cli", "sweep", str(path), "--out", str(out)]
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import crash_kind; crash_kind.register(); "
+            "from ranklab.cli import main; sys.exit(main(sys.argv[2:]))")
+    cmd = [sys.executable, "-c", code, str(ROOT / "tests"), "sweep", str(path), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 9, first.stderr
     results = out / "results.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if results.exists() and results.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    n_after_kill = results.read_text().count("\n")
-    assert 3 <= n_after_kill < 20, "the kill should land in the middle of the sweep"
+    assert results.read_text().count("\n") == 7  # the seven jobs before the crash
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = _rows(out)
     ids = [r["job_id"] for r in rows]
     assert len(ids) == len(set(ids)) == 20
+    import crash_kind
+    from ranklab.jobs import KINDS, JobKind
+
+    monkeypatch.setitem(KINDS, "crash", JobKind(crash_kind.CrashConfig, crash_kind.run))
     assert set(ids) == {j.job_id for j in expand(load_config(path))}
-    # resumed rows equal a clean run's rows
+    # resumed rows equal a clean run's rows (the marker exists now: the crash job succeeds)
     clean = tmp_path / "clean"
     run_sweep(load_config(path), clean, progress=False)
     key = lambda r: r["job_id"]  # noqa: E731

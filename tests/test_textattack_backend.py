@@ -11,7 +11,9 @@ import pytest
 import importlib.util
 
 if importlib.util.find_spec("textattack") is None:  # optional extra (never import it directly:
-    pytest.skip("textattack not installed (pip install -e .[textattack])",  # it needs NLTK data)
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):  # it needs NLTK data)
+        raise RuntimeError("textattack is missing in CI: .ci/setup.sh installs the textattack extra")
+    pytest.skip("textattack not installed (pip install -e .[textattack])",
                 allow_module_level=True)
 
 from attacks import TextAttackWordSubstitution  # noqa: E402
@@ -127,7 +129,7 @@ def test_attack_job_both_methods(synthetic, tiny_cross_path, tmp_path, monkeypat
                                  "erupts": ["explodes"], "flour": ["wheat"]}))
     out = tmp_path / "rows.jsonl"
     common = dict(ranker=str(tiny_cross_path), dataset=str(synthetic), targets="hard5",
-                  n_queries=2, threat=f"table:{table}", k=6, max_words=2, max_pp=0.5,
+                  queries=2, threat=f"table:{table}", k=6, max_words=2, max_pp=0.5,
                   budget=5, similarity=False, progress=False, out=str(out))
     frame, summary = run_attack_job(method="word-substitution", surrogate="victim", **common)
     assert len(frame) == summary["n_targets"] > 0
