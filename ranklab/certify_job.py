@@ -9,7 +9,7 @@ the ``ranklab certify`` flags, sweep checks, job id and reproduce command derive
 3. builds the threat model (optionally closed under symmetry on the collection's vocabulary) and
    the smoothed ranker ``g(q, d) = mean_n sigmoid((f(q, d~_n) - center) / temperature)``;
 4. certifies every list (:func:`defenses.certify.certify`) at the cut-offs ``ks`` below ``k``;
-5. evaluates base and smoothed rankers on the same candidate lists (nDCG@10, RR@10, AP);
+5. evaluates base and smoothed rankers on the same candidate lists (:data:`MEASURES`);
 6. optionally attacks outside documents of certified and uncertified lists (the smoothed ranker
    is the victim: the certificate speaks about its lists) and checks no certified list broke;
 7. writes ``report.html``/``report.md``/``report.json`` to ``out_dir`` (:mod:`ranklab.report`).
@@ -29,10 +29,13 @@ import numpy as np
 import pandas as pd
 
 from ranklab.config import ConfigError, RankingConfig, param
+from ranklab.evaluate import DEFAULT_MEASURES
 
 __all__ = ["CertifyConfig", "run_certify_job", "attack_certified_lists", "MEASURES"]
 
-MEASURES = ("nDCG@10", "RR@10", "AP")
+#: Clean effectiveness of base and smoothed rankers on the certified lists (the lab's default
+#: measures, :data:`ranklab.evaluate.DEFAULT_MEASURES`).
+MEASURES = DEFAULT_MEASURES
 
 
 @dataclasses.dataclass(frozen=True)

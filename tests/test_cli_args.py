@@ -1,0 +1,161 @@
+"""Command-line arguments and outputs (issue 10, the CLI part): every bad value gets exit status 2
+and a message that names the option and says what to do, before any expensive work; the flags,
+sweep keys, job ids and reproduce commands all come from one typed config per job kind."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ranklab.attack_job import AttackConfig
+from ranklab.certify_job import CertifyConfig
+from ranklab.cli import build_parser, main
+from ranklab.config import ConfigError
+from ranklab.jobs import KINDS, EvaluateConfig
+from ranklab.sweep import expand
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["attack", "--queries", "0"], "--queries"),
+    (["attack", "--queries", "-3"], "--queries"),
+    (["attack", "--budget", "0"], "--budget"),
+    (["attack", "--max-pp", "1.5"], "--max-pp"),
+    (["certify", "--k", "10", "--ks", "3", "20"], "--ks"),
+    (["certify", "--temperature", "inf"], "--temperature"),
+    (["certify", "--temperature", "0"], "--temperature"),
+    (["certify", "--center", "middle"], "--center"),
+    (["certify", "--samples", "0"], "--samples"),
+    (["train", "--epochs", "0", "--out", "unused-model-dir"], "--epochs"),
+    (["evaluate", "--k", "0"], "--k"),
+])
+def test_bad_values_exit_2_naming_the_option(argv, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and needle in err, err
+    assert not (tmp_path / "unused-model-dir").exists()  # nothing written before the check
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["certify", "--ks", "abc"], "--ks"),
+    (["attack", "--method", "nope"], "--method"),
+    (["certify", "--mode", "fast"], "--mode"),
+])
+def test_unparsable_values_exit_2_naming_the_option(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_output_paths_are_checked_before_work(synthetic, tmp_path, capsys):
+    base = ["rank", "--ranker", "bm25", "--dataset", str(synthetic), "--k", "3"]
+    code, _, err = run_cli(base + ["--out", str(tmp_path)], capsys)  # a folder, not a file
+    assert code == 2 and "is a folder" in err
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    code, _, err = run_cli(["certify", "--dataset", str(synthetic), "--out", str(f)], capsys)
+    assert code == 2 and "is a file" in err
+    if os.geteuid() != 0:  # root may write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        code, _, err = run_cli(base + ["--out", str(ro / "run.trec")], capsys)
+        assert code == 2 and "permission" in err
+
+
+def test_os_errors_become_exit_2_with_the_path(monkeypatch, synthetic, tmp_path, capsys):
+    import ranklab.collections as colmod
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "run.trec"))
+
+    monkeypatch.setattr(colmod, "write_trec_run", boom)
+    code, _, err = run_cli(["rank", "--ranker", "bm25", "--dataset", str(synthetic), "--k", "3",
+                            "--out", str(tmp_path / "run.trec")], capsys)
+    assert code == 2 and "No space left" in err and "run.trec" in err
+
+
+def test_attack_out_twice_says_the_file_was_appended(synthetic, tmp_path, capsys):
+    table = tmp_path / "syn.json"
+    table.write_text(json.dumps({"bees": ["bee"], "honey": ["nectar"], "volcano": ["crater"],
+                                 "coffee": ["espresso"], "hot": ["cold"], "make": ["produce"]}))
+    out = tmp_path / "rows.jsonl"
+    argv = ["attack", "--ranker", "term-weight", "--dataset", str(synthetic), "--k", "6",
+            "--queries", "2", "--targets", "hard5", "--threat", f"table:{table}",
+            "--surrogate", "term-weight", "--method", "textattack", "--no-similarity",
+            "--no-agreement", "--quiet", "--out", str(out)]
+    code, first, _ = run_cli(argv, capsys)
+    assert code == 0
+    n = len(out.read_text().splitlines())
+    code, second, _ = run_cli(argv, capsys)
+    assert code == 0 and f"now holds {2 * n} rows" in second
+
+
+def test_every_target_failing_exits_nonzero_with_the_count(synthetic, tmp_path, capsys):
+    table = tmp_path / "identity.json"
+    table.write_text(json.dumps({"zebra": ["horse"]}))  # no word of the corpus can change
+    argv = ["attack", "--ranker", "term-weight", "--dataset", str(synthetic), "--k", "6",
+            "--queries", "2", "--targets", "hard5", "--threat", f"table:{table}",
+            "--method", "textattack", "--no-similarity", "--no-agreement", "--quiet", "--json"]
+    code, out, err = run_cli(argv, capsys)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert code == 1 and summary["n_errors"] == summary["n_targets"] > 0
+    assert "failed with an error" in err
+
+
+# -- one definition per parameter ------------------------------------------------------------
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_flags_sweep_keys_and_commands_come_from_the_config(kind):
+    cls = KINDS[kind].config
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[kind]
+    flags = {s for a in sub._actions for s in a.option_strings}
+    for name in cls.names():
+        if cls.field(name).metadata.get("cli", True):
+            assert cls.flag(name) in flags, (kind, name)
+    default = cls()
+    assert default.command() == f"ranklab {kind}"
+    # a changed config's command parses back to the same config
+    changed = {"evaluate": {"k": 7, "measures": ("nDCG@10", "AP")},
+               "attack": {"max_pp": 0.2, "goal": "topk", "similarity": False},
+               "certify": {"k": 12, "ks": (1, 3), "symmetric": False, "R": 2}}[kind]
+    cfg = cls(**changed)
+    argv = cfg.command().split()[1:]
+    ns = build_parser().parse_args(argv)
+    assert cls.from_args(ns) == cfg
+    assert cfg.job_id() != default.job_id() and cfg.job_id() == cls(**changed).job_id()
+
+
+def test_sweep_rejects_wrong_types_and_unknown_keys_naming_them(synthetic):
+    cfg = {"datasets": [str(synthetic)],
+           "studies": [{"kind": "attack", "params": {"max_words": "ten"}}]}
+    with pytest.raises(ConfigError, match=r"studies\[0\] \(attack\): max_words"):
+        expand(cfg)
+    cfg["studies"][0]["params"] = {"max_word": 3}
+    with pytest.raises(ConfigError, match="unknown parameter 'max_word'"):
+        expand(cfg)
+
+
+def test_defaults_exist_once():
+    from ranklab.evaluate import DEFAULT_MEASURES
+
+    assert EvaluateConfig().measures == tuple(DEFAULT_MEASURES)
+    assert CertifyConfig().cutoffs == [1, 3, 5, 10]  # K < k = 20
+    assert AttackConfig().queries == 20
+    with pytest.raises(ConfigError, match="--ks"):
+        CertifyConfig(k=5, ks=(5,))
+
+
+def test_help_shows_defaults_units_and_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["certify", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 200)" in out and "[draws]" in out and "examples:" in out
+    assert out.count("ranklab certify ") >= 2
