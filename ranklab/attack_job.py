@@ -78,12 +78,18 @@ def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recip
     path = cache_dir() / "surrogates" / key
     meta = path / "ranklab_training.json"
     if cache and meta.is_file():
-        model = CrossEncoder(str(path))
-        model.max_length = min(model.max_length, int(max_length))
-        info = json.loads(meta.read_text()).get("imitation_info", {})
-        info = {**info, "cached": True, "path": str(path)}
-        model.imitation_info = info
-        return model, info
+        try:
+            model = CrossEncoder(str(path))
+            info = json.loads(meta.read_text()).get("imitation_info", {})
+        except Exception as e:  # truncated weights, broken JSON: rebuild, never fail the job
+            warnings.warn(f"the cached surrogate {path} is unreadable ({type(e).__name__}: {e}); "
+                          "training it again", stacklevel=2)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            model.max_length = min(model.max_length, int(max_length))
+            info = {**info, "cached": True, "path": str(path)}
+            model.imitation_info = info
+            return model, info
     oracle = Oracle(victim, access="rank")
     model = train_surrogate(oracle, col, qids, recipe=recipe, base=base, loss=loss, epochs=epochs,
                             seed=seed, k=k, tail=tail, first_stage=first_stage,

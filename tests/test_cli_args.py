@@ -159,3 +159,24 @@ def test_help_shows_defaults_units_and_examples(capsys):
     out = capsys.readouterr().out
     assert "(default: 200)" in out and "[draws]" in out and "examples:" in out
     assert out.count("ranklab certify ") >= 2
+
+
+def test_corrupt_cached_surrogate_is_rebuilt(synthetic, tiny_cross_path, tmp_path, monkeypatch):
+    from ranklab.attack_job import cache_dir, run_attack_job
+
+    monkeypatch.setenv("RANKLAB_CACHE", str(tmp_path / "cache"))
+    table = tmp_path / "syn.json"
+    table.write_text(json.dumps({"bees": ["bee"], "honey": ["nectar"], "volcano": ["crater"]}))
+    kw = dict(ranker=str(tiny_cross_path), dataset=str(synthetic), targets="hard5", queries=1,
+              threat=f"table:{table}", k=6, max_words=1, budget=3, similarity=False,
+              surrogate="imitation", surrogate_base=str(tiny_cross_path), surrogate_k=3,
+              surrogate_queries=1, surrogate_max_length=64, agreement=False)
+    _, first = run_attack_job(progress=False, **kw)
+    assert first["imitation"]["cached"] is False
+    weights = next((cache_dir() / "surrogates").glob("*/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated by a crash or a full disk
+    with pytest.warns(UserWarning, match="unreadable"):
+        _, second = run_attack_job(progress=False, **kw)
+    assert second["imitation"]["cached"] is False and second["n_targets"] == first["n_targets"]
+    _, third = run_attack_job(progress=False, **kw)
+    assert third["imitation"]["cached"] is True
