@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rankers.base import WORD
+
 _PIECE = re.compile(r"\w+|\W+", re.UNICODE)
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,13 @@ class WordView:
 def tokenize(text: str) -> WordView:
     """Split ``text`` into a :class:`WordView` (exact round trip)."""
     pieces = tuple(_PIECE.findall(text))
-    word_idx = tuple(i for i, p in enumerate(pieces) if _WORD.fullmatch(p))
+    word_idx = tuple(i for i, p in enumerate(pieces) if WORD.fullmatch(p))
     return WordView(pieces, word_idx)
 
 
 def words(text: str) -> list[str]:
     """The word pieces of ``text`` in order."""
-    return _WORD.findall(text)
+    return WORD.findall(text)
 
 
 def changed_positions(original: str, adversarial: str) -> list[int]:

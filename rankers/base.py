@@ -13,10 +13,16 @@ Conventions
 """
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+
+
+#: The lab's word: a maximal run of ``\w`` characters (letters, digits, underscore;
+#: unicode-aware). Tokenisation for attacks, certification and the lexical ranker uses it.
+WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class RankerError(ValueError):

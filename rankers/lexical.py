@@ -6,14 +6,12 @@ randomness: every score can be checked by hand.
 """
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
 import numpy as np
 
+from .base import WORD as _WORD
 from .base import Ranker
-
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class TermWeightRanker(Ranker):

@@ -19,25 +19,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import math
 import shlex
 import types
 import typing
 from typing import Any, ClassVar
 
+from rankers.cache import fingerprint
+
 __all__ = ["ConfigError", "JobConfig", "param", "fingerprint", "HelpFormatter"]
 
 
 class ConfigError(ValueError):
     """A parameter is unknown or has a bad value; the message names it and says what is allowed."""
-
-
-def fingerprint(obj: Any, length: int = 16) -> str:
-    """Stable hex digest (sha256) of a JSON-able object (dict keys sorted; other objects by str)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]
 
 
 def param(default: Any, help: str, *, unit: str | None = None, choices=None, min=None, max=None,
