@@ -64,6 +64,11 @@ class BM25Ranker(Ranker):
     def fitted(self) -> bool:
         return self.retriever is not None
 
+    @property
+    def pure(self) -> bool:
+        """Only a fitted ranker scores a pair independently of the batch (see :class:`Ranker`)."""
+        return self.fitted
+
     def _external_scores(self, q_tokens: list[str], docs: list[str]) -> np.ndarray:
         from bm25s.scoring import _score_idf_lucene, _score_tfc_lucene
 
