@@ -11,11 +11,22 @@ Every document ``d`` of a list has a smoothed score ``g(d)`` in ``[0, 1]`` and a
 condition ``min_{i<=K} (g_i - e_i) > max_{j>K} (g_j + e_j + Delta_j)`` implies that every top-K
 document's exact score exceeds every attacked outside document's exact score, so the top-K set
 (under exact smoothed scores) cannot change membership, whatever subset of outside documents is
-attacked. Ranks are 1-based; ``K >= m`` (list length) is trivially certified (nothing outside).
+attacked. Ranks are 1-based.
+
+``K >= m`` (list length) is *not* counted as certified: with nothing outside the top K the
+statement is vacuous, and counting it would inflate CRQ@K for short lists (a 2-document list
+would be "certified" at K=3 and K=5). Such rows have ``certified=False, trivial=True``; the
+:class:`Certificate` records how many lists were too short per K (``params["short_lists"]``) and
+a :class:`UserWarning` says so.
+
+The base ranker must be a pure function of (query, text) (``Ranker.pure``): the smoothed score
+is an expectation over texts scored in arbitrary batches, so a ranker whose scores depend on the
+batch (an unfitted BM25 indexes each call) has no well-defined smoothed score to certify.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -79,11 +90,13 @@ class Certificate:
 
     ``frame``: one row per (qid, K): ``qid, K, certified, margin, delta_max, n_samples,
     n_forward, alpha, mode, bound, R, m, trivial``. ``margin`` = left minus right side of the
-    mode's condition (``inf`` when ``K >= m``); ``delta_max`` = max radius of the outside
+    mode's condition (``nan`` when ``K >= m``); ``delta_max`` = max radius of the outside
     documents; ``n_samples`` = most samples any document had when K was decided; ``n_forward`` =
-    base forward passes for the whole query (all K); ``trivial`` = ``K >= m``.
+    base forward passes for the whole query (all K); ``trivial`` = ``K >= m`` (never certified).
     ``crq``: ``K, CRQ, n_queries``. ``docs``: one row per document: ``qid, docno, g, n, lower,
-    upper, delta, rank`` (1-based rank by the estimate ``g``). ``params``: run parameters.
+    upper, delta, rank`` (1-based rank by the estimate ``g``). ``params``: run parameters;
+    ``params["short_lists"]`` maps each K to the number of lists with at most K documents (not
+    certified at K), ``params["warnings"]`` lists the warnings issued.
     """
 
     frame: pd.DataFrame
@@ -157,6 +170,12 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
     """
     if not isinstance(smoothed, SmoothedRanker):
         raise TypeError(f"certify needs a SmoothedRanker, got {type(smoothed).__name__}")
+    if not smoothed.pure:
+        raise ValueError(
+            f"certify needs a base ranker whose score of a (query, text) pair does not depend on "
+            f"the other pairs it is scored with; {smoothed.base.name!r} "
+            f"({type(smoothed.base).__name__}) is not (an unfitted BM25Ranker indexes each "
+            "batch). Fit it on the collection first: BM25Ranker(corpus_texts, docnos).")
     require_columns(run, ["qid", "query", "docno", "text"], "certify")
     if not (isinstance(alpha, (int, float)) and 0.0 < alpha < 1.0):
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
@@ -227,6 +246,15 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
         crq = pd.DataFrame({"K": ks, "CRQ": np.nan, "n_queries": 0})
     docs = pd.concat(doc_rows, ignore_index=True) if doc_rows else pd.DataFrame(
         columns=["qid", "docno", "g", "n", "lower", "upper", "delta", "rank"])
+    short = {int(K): int(frame.loc[frame["K"] == K, "trivial"].sum()) for K in ks}
+    warns = []
+    if any(short.values()):
+        n_q = int(frame["qid"].nunique())
+        detail = ", ".join(f"K={K}: {c} of {n_q}" for K, c in short.items() if c)
+        warns.append(f"some candidate lists have at most K documents ({detail}); nothing is "
+                     "outside their top K, so they are counted as NOT certified at those K. "
+                     "Use K smaller than the list length (rerank more candidates).")
+        warnings.warn(warns[-1], UserWarning, stacklevel=2)
     params = {"mode": mode, "alpha": alpha, "bound": bound, "R": R, "N": N,
               "n0": n0 if mode == "adaptive" else None,
               "futility": futility if mode == "adaptive" else None, "ks": ks, "seed": smoothed.seed,
@@ -234,7 +262,8 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
               "threat": smoothed.threat.name, "threat_fingerprint": smoothed.threat.fingerprint,
               "sets_fingerprint": smoothed.sets.fingerprint,
               "max_set_size": smoothed.sets.max_set_size, "threshold": smoothed.sets.threshold,
-              "base": smoothed.base.name, "smoothed": smoothed.name}
+              "base": smoothed.base.name, "smoothed": smoothed.name,
+              "short_lists": short, "warnings": warns}
     return Certificate(frame=frame, crq=crq, docs=docs, params=params)
 
 
@@ -244,7 +273,8 @@ def _eps(bound, n, var, delta):
 
 
 def _trivial(m, n):
-    return {"certified": True, "margin": math.inf, "delta_max": 0.0, "n": n}
+    """K >= m: nothing outside the top K; not counted as certified (see the module docstring)."""
+    return {"certified": False, "margin": math.nan, "delta_max": 0.0, "n": n}
 
 
 def _rigorous_margin(lo, up, deltas, order, K):

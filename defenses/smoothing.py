@@ -9,12 +9,27 @@ Conventions
 * Smoothed scores are means of squashed base scores, so they lie in ``[0, 1]``.
 
 Why a certificate follows: the smoothing distribution of a document is the product over word
-positions of the uniform distribution on ``T_{d_i}`` (a single point where ``|T| = 1``). For one
-position, ``TV(U(T_w), U(T_w')) = 1 - |T_w ∩ T_w'| / max(|T_w|, |T_w'|)`` exactly; for products,
-``TV <= 1 - prod_i (1 - TV_i)`` (couple the positions independently). Hence
-``Delta_d = 1 - prod_i q_{d_i}`` bounds the TV between the smoothing distributions of ``d`` and of
-any allowed ``d'``, and any ``[0, 1]``-valued score moves by at most ``Delta_d``. The published code
-divides by ``|T_w|`` only, which underestimates the TV when ``|T_w'| > |T_w|``; we use the max.
+positions of the distribution of what is *written* at the position: the word piece ``p`` itself
+where ``|T_w| = 1`` (``w = p.lower()``), else ``match_case(p, t)`` for ``t`` uniform on ``T_w``.
+The text the ranker sees is a fixed function (concatenation with the unchanged gaps) of these
+pieces, so its TV is at most that of the pieces, and for products ``TV <= 1 - prod_i (1 - TV_i)``
+(couple the positions independently). Hence ``Delta_d = 1 - prod_i q_{d_i}`` bounds the TV between
+the smoothing distributions of ``d`` and of any allowed ``d'``, and any ``[0, 1]``-valued score of
+a ranker that is a pure function of (query, text) moves by at most ``Delta_d``.
+
+The radius is computed on what the ranker sees (the rendered strings), not on lower-cased words.
+The attacker writes ``r = match_case(p, x)`` for ``x`` in ``S_w`` (as the attacks of
+:mod:`attacks` do). The smoothed ranker then re-reads ``d'``: the position holds ``r``, its set
+is ``T_{r.lower()}`` and its draws are rendered with ``r``'s own case pattern. So
+``q_p = min_x sum_s min(P(s), Q_x(s))`` with ``P`` the distribution of strings written at ``p``
+and ``Q_x`` that at ``r`` (``1 - q_p`` is the exact per-position TV). When everything round-trips
+(ASCII words, same case pattern) this is ``|T_w ∩ T_x| / max(|T_w|, |T_x|)``; the published code
+divides by ``|T_w|`` only, which underestimates the TV when ``|T_x| > |T_w|``. Where the rendering
+does not round-trip the overlap shrinks or vanishes by itself: an ALL-CAPS word replaced by a
+one-letter word (``"PHONE" -> "E"``, whose draws are then written in Title case), a word whose
+upper/lower round trip is not the identity (``"groß" -> "GROSS" -> "gross"``, the dotless
+``"ı"``). A rendered substitute that is not one ``\\w+`` word (``"ice cream"``, a capital form
+that splits, as ``"ΐ".upper()``) would move the word positions: ``q = 0``.
 """
 from __future__ import annotations
 
@@ -40,6 +55,11 @@ _SINGLE_WORD = re.compile(r"\w+", re.UNICODE)
 CHUNK = 256
 
 SQUASHES = ("sigmoid", "identity-clip")
+
+#: Recorded in :meth:`SmoothingSets.describe` (hence in fingerprints and job ids): radii computed
+#: on rendered strings. Results made with the earlier lower-case rule (unsound under letter case)
+#: get other ids and are never reused.
+RADIUS_RULE = "rendered-v2"
 
 
 def stable_hash(text: str) -> int:
@@ -96,13 +116,13 @@ class SmoothingSets:
         self._nbr: dict[str, tuple[str, ...]] = {}
         self._edges: dict[str, tuple[str, ...]] = {}
         self._sets: dict[str, tuple[str, ...]] = {}
-        self._q: dict[str, float] = {}
+        self._q: dict[tuple[str, str], float] = {}
 
     # -- identity ------------------------------------------------------------------------------
     def describe(self) -> dict:
         d = {"threat": self.threat.name, "threat_fingerprint": self.threat.fingerprint,
              "max_set_size": self.max_set_size, "threshold": self.threshold,
-             "search_cap": self.search_cap}
+             "search_cap": self.search_cap, "radius_rule": RADIUS_RULE}
         if self._explicit is not None:
             blob = repr(sorted(self._explicit.items())).encode()
             d["explicit_sets"] = hashlib.sha256(blob).hexdigest()[:16]
@@ -198,33 +218,60 @@ class SmoothingSets:
         return len(self.smoothing_set(word)) > 1
 
     # -- bounds --------------------------------------------------------------------------------
-    def q(self, word: str) -> float:
-        """``q_w = min_{w' in S_w} |T_w ∩ T_w'| / max(|T_w|, |T_w'|)`` in ``[0, 1]``.
+    def rendered(self, piece: str) -> dict[str, int]:
+        """What the smoothed ranker writes at a position holding ``piece``: string -> count.
 
-        ``1 - q_w`` is the largest total variation one substitution at a position holding ``w``
-        can cause. 1 for non-attackable words; 0 for attackable words with a trivial smoothing
-        set or a multi-word neighbour (see the class docstring).
+        The counts are over the ``|T_w|`` equally likely draws (``w = piece.lower()``):
+        ``match_case(piece, t)`` for ``t`` in ``T_w``, or ``{piece: 1}`` where ``|T_w| = 1`` (the
+        piece is kept verbatim). Renderings may collide (``"groß"`` and ``"gross"`` both give
+        ``"GROSS"`` in capitals).
+        """
+        T = self.smoothing_set(piece)
+        if len(T) == 1:
+            return {piece: 1}
+        out: dict[str, int] = {}
+        for t in T:
+            r = match_case(piece, t)
+            out[r] = out.get(r, 0) + 1
+        return out
+
+    def q(self, word: str) -> float:
+        """``q_p = min_{x in S_w} sum_s min(P(s), Q_x(s))`` in ``[0, 1]`` for a word *as written*.
+
+        ``word`` is the piece as it appears in the text (its case pattern matters, see the module
+        docstring); ``w = word.lower()``. ``P`` is the distribution of what smoothing writes at the
+        position (:meth:`rendered`), ``Q_x`` the same for the attacker's ``match_case(word, x)``
+        re-read by the smoothed ranker. ``1 - q`` is the largest total variation one substitution
+        at the position can cause. 1 for non-attackable words; 0 for attackable words with a
+        trivial smoothing set, or a substitute that does not render as one ``\\w+`` word.
+        Computed with integer counts, so equal distributions give exactly 1.
         """
         w = word.lower()
-        got = self._q.get(w)
+        key = (w, match_case(word, "aa"))  # q depends on the case pattern only
+        got = self._q.get(key)
         if got is not None:
             return got
         S = self.attack_set(w)
+        T = self.smoothing_set(w)
         if len(S) == 1:
             val = 1.0
-        elif any(not _SINGLE_WORD.fullmatch(x) for x in S[1:]):
+        elif len(T) == 1:
             val = 0.0
         else:
-            T = set(self.smoothing_set(w))
-            if len(T) == 1:
-                val = 0.0
-            else:
-                val = 1.0
-                for x in S[1:]:
-                    Tx = self.smoothing_set(x)
-                    inter = len(T.intersection(Tx))
-                    val = min(val, inter / max(len(T), len(Tx)))
-        self._q[w] = val
+            P = self.rendered(word)
+            val = 1.0
+            for x in S[1:]:
+                r = match_case(word, x)
+                if not _SINGLE_WORD.fullmatch(r):
+                    val = 0.0
+                    break
+                Q = self.rendered(r)
+                nP, nQ = len(T), sum(Q.values())
+                common = sum(min(c * nQ, Q.get(s, 0) * nP) for s, c in P.items())
+                val = min(val, common / (nP * nQ))
+                if val == 0.0:
+                    break
+        self._q[key] = val
         return val
 
     def q_values(self, text: str) -> np.ndarray:
@@ -389,6 +436,11 @@ class SmoothedRanker(Ranker):
                 "center": self.center,
                 "batch_size": self.batch_size, "chunk": CHUNK,
                 "sets_fingerprint": self.sets.fingerprint, **self.sets.describe()}
+
+    @property
+    def pure(self) -> bool:
+        """Whether the base ranker is a pure function of (query, text) (see :class:`Ranker`)."""
+        return bool(getattr(self.base, "pure", True))
 
     # -- pieces --------------------------------------------------------------------------------
     def squash_scores(self, s: np.ndarray) -> np.ndarray:

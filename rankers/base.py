@@ -50,9 +50,15 @@ class Ranker:
     ----------
     name : str
         Stable identifier, used in score caches and reports.
+    pure : bool
+        True when the score of a pair is a function of (query, text) alone, whatever else is in
+        the batch (a cross-encoder, a fitted BM25). False for rankers whose scores depend on the
+        other pairs of a call (an unfitted :class:`~rankers.bm25.BM25Ranker` indexes each batch).
+        Certification needs a pure ranker.
     """
 
     name: str = "ranker"
+    pure: bool = True
 
     # -- the one primitive -------------------------------------------------------------------
     def score_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:

@@ -64,6 +64,11 @@ class BM25Ranker(Ranker):
     def fitted(self) -> bool:
         return self.retriever is not None
 
+    @property
+    def pure(self) -> bool:
+        """Only a fitted ranker scores a pair independently of the batch (see :class:`Ranker`)."""
+        return self.fitted
+
     def _external_scores(self, q_tokens: list[str], docs: list[str]) -> np.ndarray:
         """Lucene BM25 of documents outside the index, with the index's statistics:
         ``sum_t idf(t) * tf / (tf + k1 (1 - b + b dl / avgdl))``,

@@ -89,6 +89,10 @@ class CachedRanker(Ranker):
         self.cache = cache if cache is not None else ScoreCache()
         self.name = ranker.name
 
+    @property
+    def pure(self) -> bool:
+        return bool(getattr(self.ranker, "pure", True))
+
     def _score_pairs(self, queries, docs):
         keys = [self.cache.key(self.name, q, d) for q, d in zip(queries, docs)]
         out = np.empty(len(keys))

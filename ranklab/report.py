@@ -581,6 +581,12 @@ def _interpretation(data: dict) -> list[str]:
             msg += (" Radii are small, so the confidence terms or small score gaps are what "
                     "stop certification: more samples (N) or a steeper squash help.")
         out.append(msg)
+    short = [r for r in data["crq"] if r["n_trivial"]]
+    if short:
+        out.append("Lists with at most K documents are not counted as certified at K (nothing "
+                   "is outside their top K): " + ", ".join(
+                       f"K={r['K']}: {r['n_trivial']} of {r['n_queries']} lists"
+                       for r in short) + ". Use K smaller than the list length.")
     meta = data.get("meta", {})
     if meta.get("symmetric"):
         out.append(f"Certificates are against {meta.get('threat', 'the symmetric closure')}, the "

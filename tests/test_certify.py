@@ -241,7 +241,8 @@ def test_monotone_in_R(mode):
         if prev is not None:  # prev has R + 1
             assert np.all(f["certified"].to_numpy() >= prev["certified"].to_numpy())
             assert np.all(f["delta_max"].to_numpy() <= prev["delta_max"].to_numpy() + 1e-15)
-            assert np.all(f["margin"].to_numpy() >= prev["margin"].to_numpy() - 1e-12)
+            nt = ~f["trivial"].to_numpy()  # K >= m: margin is nan
+            assert np.all(f["margin"].to_numpy()[nt] >= prev["margin"].to_numpy()[nt] - 1e-12)
         prev = f
     full = certify(sm, run, ks=KS, mode=mode, R=None, progress=False).frame
     assert np.all(full["certified"].to_numpy() <= prev["certified"].to_numpy())
@@ -299,17 +300,19 @@ def test_adaptive_cheaper_and_sound_on_easy_instance():
 
 def test_frame_crq_summary_params():
     run = run_frame(dict(itertools.islice(LISTS.items(), 5)))
-    cert = certify(make(n=200), run, ks=(1, 3, 10), alpha=0.1, R=2, progress=False)
+    with pytest.warns(UserWarning, match="at most K documents.*K=3: 1 of 5, K=10: 5 of 5"):
+        cert = certify(make(n=200), run, ks=(1, 3, 10), alpha=0.1, R=2, progress=False)
     assert isinstance(cert, Certificate)
     for c in ("qid", "K", "certified", "margin", "delta_max", "n_samples", "n_forward", "alpha",
               "mode", "bound", "R"):
         assert c in cert.frame.columns
     assert len(cert.frame) == 15 and cert.frame["certified"].dtype == bool
-    assert cert.frame.loc[cert.frame["K"] == 10, "certified"].all()  # K >= m: trivial
-    assert np.isinf(cert.frame.loc[cert.frame["K"] == 10, "margin"]).all()
+    k10 = cert.frame[cert.frame["K"] == 10]  # K >= m: trivial, never counted as certified
+    assert k10["trivial"].all() and not k10["certified"].any() and k10["margin"].isna().all()
+    assert cert.params["short_lists"] == {1: 0, 3: 1, 10: 5} and cert.params["warnings"]
     assert list(cert.crq.columns[:2]) == ["K", "CRQ"] and cert.crq["K"].tolist() == [1, 3, 10]
     s = cert.summary()
-    assert s["crq"][10] == 1.0 and s["mode"] == "rigorous" and s["R"] == 2
+    assert s["crq"][10] == 0.0 and s["mode"] == "rigorous" and s["R"] == 2
     p = cert.params
     for k in ("mode", "alpha", "bound", "R", "N", "seed", "squash", "temperature", "threat",
               "threat_fingerprint", "base"):
@@ -320,8 +323,9 @@ def test_frame_crq_summary_params():
 
 def test_edge_cases():
     sm = make(n=100)
-    one = certify(sm, run_frame({"a": ["good movie"]}), ks=(1, 5), progress=False)
-    assert one.frame["certified"].all() and one.frame["trivial"].all()
+    with pytest.warns(UserWarning, match="at most K documents"):
+        one = certify(sm, run_frame({"a": ["good movie"]}), ks=(1, 5), progress=False)
+    assert not one.frame["certified"].any() and one.frame["trivial"].all()
     plain = run_frame({"b": ["movie plot movie", "the film"]})
     cert = certify(sm, plain, ks=(1,), progress=False)
     assert cert.docs["delta"].eq(0).all() and cert.frame["certified"].iloc[0]

@@ -307,14 +307,16 @@ def test_report_infinite_margins_are_null(tmp_path):
     sm = SmoothedRanker(TermWeightRanker(WEIGHTS), THREAT, n_samples=20, seed=0)
     run = pd.DataFrame({"qid": "q", "query": "movie", "docno": ["a", "b"],
                         "text": ["good", "bad"]})
-    cert = certify(sm, run, ks=(1, 2), progress=False)  # K=2 >= m: trivial
+    with pytest.warns(UserWarning, match="at most K documents"):
+        cert = certify(sm, run, ks=(1, 2), progress=False)  # K=2 >= m: trivial
     paths = write_report(tmp_path, cert, meta={"ranker": "tw"})
     text = Path(paths["json"]).read_text()
     assert "Infinity" not in text and "NaN" not in text
     data = json.loads(text)
     triv = [c for c in data["per_query"][0]["certificates"] if c["K"] == 2][0]
-    assert triv["trivial"] and triv["certified"] and triv["margin"] is None
-    assert "trivial" in Path(paths["html"]).read_text()
+    assert triv["trivial"] and not triv["certified"] and triv["margin"] is None
+    html = Path(paths["html"]).read_text()
+    assert "trivial" in html and "not counted as certified" in html  # K >= m: the warning
 
 
 # -- noisy training ----------------------------------------------------------------------------

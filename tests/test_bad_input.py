@@ -1,0 +1,188 @@
+"""Soundness and bad input (issue 10): one test per case, each failing before its fix."""
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attacks.text import tokenize
+from attacks.threat import SynonymTable, match_case
+from defenses.certify import certify
+from defenses.smoothing import SmoothedRanker, SmoothingSets
+from rankers.base import Ranker
+from rankers.bm25 import BM25Ranker
+from rankers.lexical import TermWeightRanker
+
+QUERY = "query"
+
+
+# == 1. soundness: the radius is computed on what the ranker sees ==============================
+class CaseSensitiveRanker(Ranker):
+    """``sum of weights[word]`` over the ``\\w+`` words of the document, letter case kept."""
+
+    def __init__(self, weights):
+        self.weights, self.name = dict(weights), "case-sensitive"
+
+    def _score_pairs(self, queries, docs):
+        return np.array([sum(self.weights.get(w, 0.0) for w in re.findall(r"\w+", d))
+                         for d in docs])
+
+
+class Exact:
+    """Exact smoothed scores by enumerating every draw; every text the attacker may write."""
+
+    def __init__(self, sm: SmoothedRanker):
+        self.sm, self.memo = sm, {}
+
+    def g(self, text: str) -> float:
+        if text not in self.memo:
+            sets, view = self.sm.sets, tokenize(text)
+            pos = [i for i, w in enumerate(view.words) if sets.has_set(w)]
+            opts = [[match_case(view.words[i], t) for t in sets.smoothing_set(view.words[i])]
+                    for i in pos]
+            texts = [view.replace(dict(zip(pos, c))) for c in itertools.product(*opts)]
+            f = self.sm.squash_scores(self.sm.base.score_pairs([QUERY] * len(texts), texts))
+            self.memo[text] = float(np.mean(f))
+        return self.memo[text]
+
+    def attacked(self, text: str):
+        sets, view = self.sm.sets, tokenize(text)
+        opts = [[match_case(w, x) for x in sets.attack_set(w)] for w in view.words]
+        for c in itertools.product(*opts):
+            yield view.replace(dict(enumerate(c)))
+
+    def broken(self, texts, order, K) -> bool:
+        """True when an allowed substitution of an outside document reaches the top K."""
+        floor = min(self.g(texts[i]) for i in order[:K])
+        return any(self.g(a) >= floor for j in order[K:] for a in self.attacked(texts[j]))
+
+
+def certify_and_search(sm, lists, ks=(1, 2), **kw):
+    run = pd.DataFrame([{"qid": q, "query": QUERY, "docno": f"{q}-{i}", "text": t}
+                        for q, docs in lists.items() for i, t in enumerate(docs)])
+    cert = certify(sm, run, ks=ks, progress=False, **kw)
+    ex, n_cert, broken = Exact(sm), 0, []
+    for (qid, K), row in cert.frame.set_index(["qid", "K"]).iterrows():
+        if not row["certified"]:
+            continue
+        n_cert += 1
+        d = cert.docs[cert.docs["qid"] == qid].sort_values("rank")
+        order = [int(x.split("-")[1]) for x in d["docno"]]
+        if ex.broken(lists[qid], order, K):
+            broken.append((qid, K))
+    return cert, n_cert, broken
+
+
+# one word set per case of the issue; the sets are equal across each attack set, so the old
+# lower-case rule gave radius 0 and certified the list
+CASES = {
+    # an ALL-CAPS word and a one-letter neighbour: "PHONE" -> "E", whose draws are Title case
+    "one-letter": ({"phone": ["e"], "e": ["phone"]}, {"Phone": 10.0, "PHONE": -10.0,
+                                                      "E": -10.0, "good": -1.0},
+                   CaseSensitiveRanker, ["good", "PHONE"]),
+    # "groß" in capitals is "GROSS", read back as "gross" (not in the vocabulary)
+    "sharp-s": ({"big": ["groß"], "groß": ["big"]}, {"gross": 10.0, "big": -10.0, "good": 2.0},
+                TermWeightRanker, ["good", "BIG"]),
+    # dotless i: "ılık" -> "ILIK" -> "ilik"
+    "dotless-i": ({"warm": ["ılık"], "ılık": ["warm"]}, {"ilik": 10.0, "warm": -10.0,
+                                                        "good": 2.0},
+                  TermWeightRanker, ["good", "WARM"]),
+    # a capital form that is not one word: "ǰa".upper() == "J̌A" (J, a combining mark, A)
+    "splits": ({"hot": ["ǰa"], "ǰa": ["hot"]}, {"j": 10.0, "hot": -10.0, "good": 2.0},
+               TermWeightRanker, ["good", "HOT"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_letter_case_write_back_never_breaks_a_certificate(case):
+    table, weights, kind, docs = CASES[case]
+    base = kind(weights) if kind is CaseSensitiveRanker else kind(weights, query_weight=0.0)
+    sm = SmoothedRanker(base, SmoothingSets(SynonymTable(table), sets=table), n_samples=1000)
+    cert, n_cert, broken = certify_and_search(sm, {"q": docs}, ks=(1,))
+    assert not broken, f"{case}: certified lists broken by exhaustive search: {broken}"
+    # the attacked copy does overtake: a radius of 0 (the old rule) would certify a false claim
+    attacked = [a for a in Exact(sm).attacked(docs[1]) if a != docs[1]]
+    assert max(Exact(sm).g(a) for a in attacked) > Exact(sm).g(docs[0])
+    assert cert.docs["delta"].max() > 0
+
+
+def random_case_lists(seed=0, n_lists=40):
+    rng = np.random.default_rng(seed)
+    attackable = ["phone", "PHONE", "Phone", "e", "E", "a", "A", "groß", "GROSS", "Groß",
+                  "big", "BIG", "ılık", "ILIK", "warm", "Warm", "hot", "HOT"]
+    filler = ["the", "THE", "call", "Call"]
+    lists = {}
+    for q in range(n_lists):
+        docs: set[str] = set()
+        size = int(rng.integers(3, 5))
+        while len(docs) < size:
+            w = list(rng.choice(attackable, int(rng.choice([1, 2], p=[.6, .4])))) + list(
+                rng.choice(filler, int(rng.integers(0, 2))))
+            rng.shuffle(w)
+            docs.add(" ".join(w))
+        lists[f"q{q}"] = sorted(docs)
+    return lists
+
+
+# a non-ASCII vocabulary with one-letter neighbours; sets equal within each group (so the old
+# lower-case rule gave radius 0), except "hot"/"cold" (unequal sets, radii from set sizes)
+VOCAB = {"phone": ["e", "a"], "e": ["phone", "a"], "a": ["phone", "e"], "big": ["groß"],
+         "groß": ["big"], "warm": ["ılık"], "ılık": ["warm"], "hot": ["ǰa", "cold"],
+         "ǰa": ["hot"], "cold": ["hot"]}
+
+
+@pytest.mark.parametrize("mode", ["rigorous", "adaptive"])
+def test_case_sensitive_scorer_non_ascii_vocabulary_exhaustive(mode):
+    rng = np.random.default_rng(1)
+    words = sorted({match_case(t, w) for w in [*VOCAB, "gross", "ilik", "j", "the", "call"]
+                    for t in ("a", "A", "AA")})
+    weights = {w: float(rng.normal(0, 5)) for w in words}
+    sm = SmoothedRanker(CaseSensitiveRanker(weights), SmoothingSets(SynonymTable(VOCAB),
+                                                                    sets=VOCAB),
+                        n_samples=2000, temperature=1.0)
+    cert, n_cert, broken = certify_and_search(sm, random_case_lists(seed=1), ks=(1, 2),
+                                              mode=mode)
+    assert not broken, broken
+    assert n_cert >= 10  # not vacuous
+
+
+def test_q_depends_on_what_is_written():
+    sets = SmoothingSets(SynonymTable(CASES["one-letter"][0]), sets=CASES["one-letter"][0])
+    assert sets.q("phone") == 1.0 and sets.q("Phone") == 1.0  # lower and Title round-trip
+    assert sets.q("PHONE") == 0.5  # "E" is drawn as "Phone"/"E", "PHONE" as "PHONE"/"E"
+    for case in ("sharp-s", "dotless-i"):
+        t = CASES[case][0]
+        w = next(iter(t))
+        s2 = SmoothingSets(SynonymTable(t), sets=t)
+        assert s2.q(w) == 1.0 and s2.q(w.upper()) == 0.5
+    t = CASES["splits"][0]
+    assert SmoothingSets(SynonymTable(t), sets=t).q("HOT") == 0.0
+
+
+def test_unfitted_bm25_is_refused_by_certification():
+    assert not BM25Ranker().pure and BM25Ranker(["a text", "another"]).pure
+    sm = SmoothedRanker(BM25Ranker(), SynonymTable({"good": ["fine"]}), n_samples=10)
+    run = pd.DataFrame({"qid": "q", "query": "good", "docno": ["a", "b"],
+                        "text": ["good film", "fine film"]})
+    with pytest.raises(ValueError, match=r"depend on.*other pairs.*BM25Ranker\(corpus"):
+        certify(sm, run, ks=(1,), progress=False)
+    fitted = SmoothedRanker(BM25Ranker(["good film", "fine film"]),
+                            SynonymTable({"good": ["fine"]}), n_samples=10)
+    certify(fitted, run, ks=(1,), progress=False)  # a fitted one is accepted
+
+
+def test_k_at_least_list_length_is_not_certified():
+    sm = SmoothedRanker(TermWeightRanker({"good": 5.0}), SynonymTable({"bad": ["poor"]}),
+                        n_samples=100)
+    run = pd.DataFrame({"qid": "q", "query": "movie", "docno": ["a", "b"],
+                        "text": ["good movie", "the plot"]})
+    with pytest.warns(UserWarning, match="at most K documents.*K=3: 1 of 1, K=5: 1 of 1"):
+        cert = certify(sm, run, ks=(1, 3, 5), progress=False)
+    f = cert.frame.set_index("K")
+    assert f.loc[1, "certified"] and not f.loc[3, "certified"] and not f.loc[5, "certified"]
+    assert f.loc[3, "trivial"] and f.loc[5, "trivial"]
+    assert cert.summary()["crq"] == {1: 1.0, 3: 0.0, 5: 0.0}
+    assert cert.params["short_lists"] == {1: 0, 3: 1, 5: 1}
