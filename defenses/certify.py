@@ -34,12 +34,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from attacks.text import tokenize
 from rankers.base import require_columns
 
 from .smoothing import SmoothedRanker
 
 __all__ = ["Certificate", "certify", "hoeffding_eps", "bernstein_eps", "checkpoints", "look_levels",
-           "MODES", "BOUNDS"]
+           "certified_radius", "radius_curve", "smoothing_params", "MODES", "BOUNDS"]
 
 MODES = ("certdr", "rigorous", "adaptive")
 BOUNDS = ("hoeffding", "bernstein")
@@ -89,10 +90,17 @@ class Certificate:
     """Result of :func:`certify`.
 
     ``frame``: one row per (qid, K): ``qid, K, certified, margin, delta_max, n_samples,
-    n_forward, alpha, mode, bound, R, m, trivial``. ``margin`` = left minus right side of the
-    mode's condition (``nan`` when ``K >= m``); ``delta_max`` = max radius of the outside
-    documents; ``n_samples`` = most samples any document had when K was decided; ``n_forward`` =
-    base forward passes for the whole query (all K); ``trivial`` = ``K >= m`` (never certified).
+    n_forward, alpha, mode, bound, R, r_share, m, trivial, radius_words, radius_share``.
+    ``margin`` = left minus right side of the mode's condition (``nan`` when ``K >= m``);
+    ``delta_max`` = max radius of the outside documents; ``n_samples`` = most samples any
+    document had when K was decided; ``n_forward`` = base forward passes for the whole query (all
+    K); ``trivial`` = ``K >= m`` (nothing is outside the top K: never certified). ``radius_words``:
+    the list's certified radius at K, the largest ``r`` (words per outside document) at which the
+    mode's condition holds with the same intervals, ``-1`` when it fails even at ``r = 0``, the
+    longest outside document's word count when every word may be changed, ``NaN`` when trivial;
+    ``radius_share``: the same as the supremum of the certified shares ``rho`` of each outside
+    document's words (``r_d = floor(rho n_d)``; certified for every ``rho < radius_share``),
+    ``-1`` / ``NaN`` likewise (see :func:`certified_radius`).
     ``crq``: ``K, CRQ, n_queries``. ``docs``: one row per document: ``qid, docno, g, n, lower,
     upper, delta, rank`` (1-based rank by the estimate ``g``). ``params``: run parameters;
     ``params["short_lists"]`` maps each K to the number of lists with at most K documents (not
@@ -117,7 +125,8 @@ class Certificate:
 def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1, 3, 5, 10, 20),
             alpha: float = 0.05, mode: str = "rigorous", R: int | None = None,
             n_max: int | None = None, n0: int | None = None, bound: str = "hoeffding",
-            futility: float | None = 3.0, progress: bool = True) -> Certificate:
+            futility: float | None = 3.0, progress: bool = True,
+            r_share: float | None = None) -> Certificate:
     """Certify the top-K of every query's candidate list (``run``: ``qid, query, docno, text``).
 
     The candidate list of a query is all its rows (``m`` documents); the top K is by the smoothed
@@ -164,8 +173,14 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
     (empirical Bernstein, Maurer & Pontil; tighter when the squashed scores vary little; needs
     ``n >= 2``). Intervals are clipped to ``[0, 1]``.
 
-    ``R``: at most R substituted words per document (``None``: all). Base forward passes are
-    counted (distinct perturbed texts of a query are scored once, across looks). Progress per
+    ``R``: at most R substituted words per document (``None``: all). ``r_share`` (instead of
+    ``R``): at most ``floor(r_share * n_d)`` words of a document of ``n_d`` words, a share in
+    ``[0, 1]``. The smoothed ranker gives each document's radius (``smoothed.radius(text, R_d)``):
+    substitution smoothing (:class:`SmoothedRanker`) or masking
+    (:class:`defenses.masking.MaskedSmoothedRanker`, whose radius holds against any substitution).
+    Each (qid, K) also gets its certified radius (``radius_words``, ``radius_share``: the largest
+    budget at which the same intervals certify the list; see :func:`certified_radius`). Base
+    forward passes are counted (distinct perturbed texts of a query are scored once, across looks). Progress per
     query via tqdm (``progress=False`` to silence).
     """
     if not isinstance(smoothed, SmoothedRanker):
@@ -191,6 +206,12 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
         raise ValueError(f"ks must be positive integers (1-based cut-offs), got {ks!r}")
     if R is not None and (int(R) != R or R < 0):
         raise ValueError(f"R must be a non-negative integer or None, got {R!r}")
+    if r_share is not None:
+        if R is not None:
+            raise ValueError("give the budget as R (words) or r_share (share of words), not both")
+        if isinstance(r_share, bool) or not (isinstance(r_share, (int, float))
+                                             and 0.0 <= r_share <= 1.0):
+            raise ValueError(f"r_share must be a share of words in [0, 1], got {r_share!r}")
     N = int(smoothed.n_samples if n_max is None else n_max)
     if N < 1:
         raise ValueError(f"n_max must be >= 1, got {n_max!r}")
@@ -215,13 +236,16 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
         sub = run.iloc[idx.to_numpy()]
         query = sub["query"].iloc[0]
         texts = sub["text"].tolist()
-        deltas = np.array([smoothed.radius(t, R) for t in texts])
+        n_words = np.array([len(tokenize(t).word_idx) for t in texts])
+        deltas = np.array([smoothed.radius(t, _budget(R, r_share, n))
+                           for t, n in zip(texts, n_words)])
+        curves = [radius_curve(smoothed, t) for t in texts]
         before = smoothed.n_forward
         if mode == "adaptive":
             res, st = _adaptive(smoothed, query, texts, deltas, ks, alpha, N, n0, bound,
-                                futility)
+                                futility, curves)
         else:
-            res, st = _fixed(smoothed, query, texts, deltas, ks, alpha, N, bound, mode)
+            res, st = _fixed(smoothed, query, texts, deltas, ks, alpha, N, bound, mode, curves)
         n_fwd = smoothed.n_forward - before
         m = len(texts)
         for K in ks:
@@ -229,7 +253,9 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
             rows.append({"qid": qid, "K": K, "certified": bool(r["certified"]),
                          "margin": float(r["margin"]), "delta_max": float(r["delta_max"]),
                          "n_samples": int(r["n"]), "n_forward": int(n_fwd), "alpha": alpha,
-                         "mode": mode, "bound": bound, "R": R, "m": m, "trivial": K >= m})
+                         "mode": mode, "bound": bound, "R": R, "r_share": r_share, "m": m,
+                         "trivial": K >= m, "radius_words": r.get("radius_words", math.nan),
+                         "radius_share": r.get("radius_share", math.nan)})
         order = np.argsort(-st["g"], kind="stable")
         rank = np.empty(m, dtype=int)
         rank[order] = np.arange(1, m + 1)
@@ -238,7 +264,8 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
                                       "upper": st["upper"], "delta": deltas, "rank": rank}))
     frame = pd.DataFrame(rows, columns=["qid", "K", "certified", "margin", "delta_max",
                                         "n_samples", "n_forward", "alpha", "mode", "bound", "R",
-                                        "m", "trivial"])
+                                        "r_share", "m", "trivial", "radius_words",
+                                        "radius_share"])
     if len(frame):
         crq = frame.groupby("K", sort=True).agg(CRQ=("certified", "mean"),
                                                 n_queries=("qid", "nunique")).reset_index()
@@ -255,16 +282,86 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
                      "outside their top K, so they are counted as NOT certified at those K. "
                      "Use K smaller than the list length (rerank more candidates).")
         warnings.warn(warns[-1], UserWarning, stacklevel=2)
-    params = {"mode": mode, "alpha": alpha, "bound": bound, "R": R, "N": N,
+    params = {"mode": mode, "alpha": alpha, "bound": bound, "R": R, "r_share": r_share, "N": N,
               "n0": n0 if mode == "adaptive" else None,
               "futility": futility if mode == "adaptive" else None, "ks": ks, "seed": smoothed.seed,
               "squash": smoothed.squash, "temperature": smoothed.temperature,
-              "threat": smoothed.threat.name, "threat_fingerprint": smoothed.threat.fingerprint,
-              "sets_fingerprint": smoothed.sets.fingerprint,
-              "max_set_size": smoothed.sets.max_set_size, "threshold": smoothed.sets.threshold,
-              "base": smoothed.base.name, "smoothed": smoothed.name,
+              **smoothing_params(smoothed), "base": smoothed.base.name, "smoothed": smoothed.name,
               "short_lists": short, "warnings": warns}
     return Certificate(frame=frame, crq=crq, docs=docs, params=params)
+
+
+# -- smoothing modes, budgets and certified radii -----------------------------------------------
+def smoothing_params(smoothed: SmoothedRanker) -> dict:
+    """What the certificate is about: ``smoothing`` ("synonym" or "mask") and its parameters
+    (threat model and smoothing-set fingerprints, or keep / mask)."""
+    if getattr(smoothed, "sets", None) is None:  # masking: no threat model, any substitution
+        d = smoothed.describe()
+        return {"smoothing": "mask", "threat": "any substitution (masking)",
+                "threat_fingerprint": None, "sets_fingerprint": None, "max_set_size": None,
+                "threshold": None, "keep": d.get("keep"), "keep_count": d.get("keep_count"),
+                "mask": d.get("mask"), "mask_token": d.get("mask_token")}
+    return {"smoothing": "synonym", "threat": smoothed.threat.name,
+            "threat_fingerprint": smoothed.threat.fingerprint,
+            "sets_fingerprint": smoothed.sets.fingerprint,
+            "max_set_size": smoothed.sets.max_set_size, "threshold": smoothed.sets.threshold}
+
+
+def _budget(R, r_share, n_words):
+    """Words the attacker may change in a document of ``n_words`` words (None: all)."""
+    if r_share is not None:
+        return int(math.floor(r_share * n_words + 1e-9))
+    return R
+
+
+def radius_curve(smoothed: SmoothedRanker, text: str) -> np.ndarray:
+    """``smoothed.radius(text, r)`` for ``r = 0 .. n_words`` (non-decreasing), one array.
+
+    Uses ``smoothed.radius_curve`` when the ranker has one (masking), else the cumulative product
+    of the sorted ``q`` values of the smoothing sets (``Delta(r) = 1 - prod of the r smallest q``).
+    """
+    f = getattr(smoothed, "radius_curve", None)
+    if f is not None:
+        return np.asarray(f(text), dtype=np.float64)
+    qs = np.sort(smoothed.sets.q_values(text))
+    return np.clip(1.0 - np.concatenate([[1.0], np.cumprod(qs)]), 0.0, 1.0)
+
+
+def certified_radius(top_lo: float, hi_out: np.ndarray, curves_out: Sequence[np.ndarray]
+                     ) -> tuple[float, float]:
+    """Largest budget at which ``top_lo > max_j (hi_out[j] + Delta_j(r_j))`` holds.
+
+    ``top_lo``: the smallest lower bound of the top K (certdr: ``g_K - e``); ``hi_out``: the outside
+    documents' upper bounds (certdr: ``g_{K+1} + e`` for each); ``curves_out[j][r]`` = outside
+    document j's radius with ``r`` words changed (``r = 0 .. n_j``). Returns ``(words, share)``:
+    ``words`` = largest ``r`` with ``r_j = min(r, n_j)`` for every j (at most ``max n_j``):
+    certified at ``r`` iff ``r <= words``; ``share`` = the supremum of the shares ``rho`` in
+    ``[0, 1]`` certified with ``r_j = floor(rho n_j)`` (the condition changes only where some
+    ``rho n_j`` crosses an integer, so the certified shares are ``[0, share)``, plus ``rho = 1``
+    when ``share = 1`` and every word of every outside document may change); both ``-1`` when
+    the condition fails even without an attack. Valid because the radii are non-decreasing in the
+    budget and the intervals hold simultaneously on one event, whatever budget is read off them.
+    """
+    hi_out = np.asarray(hi_out, dtype=np.float64)
+    if not len(hi_out):
+        return math.nan, math.nan
+    n = np.array([len(c) - 1 for c in curves_out])
+    rmax = int(n.max())
+    D = np.ones((len(hi_out), rmax + 1))
+    for j, c in enumerate(curves_out):
+        D[j, : len(c)] = c
+        D[j, len(c):] = c[-1]
+    ok = top_lo > (hi_out[:, None] + D).max(axis=0)  # (rmax + 1,), a prefix of True
+    words = float(np.count_nonzero(np.cumprod(ok)) - 1)
+    if words < 0:
+        return -1.0, -1.0
+    cand = np.unique(np.concatenate([np.arange(nj + 1) / max(nj, 1) for nj in n]))
+    r = np.floor(cand[:, None] * n[None, :] + 1e-9).astype(np.int64)  # (cands, out)
+    vals = np.take_along_axis(D, r.T, axis=1).T + hi_out[None, :]
+    okc = top_lo > vals.max(axis=1)
+    i = np.count_nonzero(np.cumprod(okc))  # candidates 0 .. i-1 certified, i (if any) not
+    share = float(cand[i]) if i < len(cand) else 1.0
+    return words, share
 
 
 # -- per-query procedures ----------------------------------------------------------------------
@@ -282,7 +379,12 @@ def _rigorous_margin(lo, up, deltas, order, K):
     return float(lo[top].min() - (up[out] + deltas[out]).max())
 
 
-def _fixed(smoothed, query, texts, deltas, ks, alpha, N, bound, mode):
+def _with_radius(res_k, top_lo, hi_out, curves_out):
+    w, s = certified_radius(top_lo, hi_out, curves_out)
+    return {**res_k, "radius_words": w, "radius_share": s}
+
+
+def _fixed(smoothed, query, texts, deltas, ks, alpha, N, bound, mode, curves=None):
     m = len(texts)
     samples = smoothed.sample_scores_batch([query] * m, texts, [N] * m)
     S = np.stack(samples)  # (m, N)
@@ -300,6 +402,11 @@ def _fixed(smoothed, query, texts, deltas, ks, alpha, N, bound, mode):
             dmax = float(deltas[order[K:]].max())
             margin = float(g[order[K - 1]] - g[order[K]] - dmax - 2.0 * e)
             res[K] = {"certified": margin > 0, "margin": margin, "delta_max": dmax, "n": N}
+            if curves is not None:
+                out = order[K:]
+                res[K] = _with_radius(res[K], g[order[K - 1]] - e,
+                                      np.full(len(out), g[order[K]] + e),
+                                      [curves[j] for j in out])
     else:
         e = _eps(bound, np.full(m, N), var, alpha / m)
         lo, up = np.clip(g - e, 0.0, 1.0), np.clip(g + e, 0.0, 1.0)
@@ -310,6 +417,10 @@ def _fixed(smoothed, query, texts, deltas, ks, alpha, N, bound, mode):
             margin = _rigorous_margin(lo, up, deltas, order, K)
             res[K] = {"certified": margin > 0, "margin": margin,
                       "delta_max": float(deltas[order[K:]].max()), "n": N}
+            if curves is not None:
+                out = order[K:]
+                res[K] = _with_radius(res[K], lo[order[:K]].min(), up[out],
+                                      [curves[j] for j in out])
     return res, {"g": g, "n": np.full(m, N), "lower": lo, "upper": up}
 
 
@@ -338,7 +449,8 @@ def look_levels(alpha: float, m: int, n_looks: int, final_share: float = 0.5) ->
     return np.array([early] * (n_looks - 1) + [final_share * alpha / m])
 
 
-def _adaptive(smoothed, query, texts, deltas, ks, alpha, N, n0, bound, futility=3.0):
+def _adaptive(smoothed, query, texts, deltas, ks, alpha, N, n0, bound, futility=3.0,
+              curves=None):
     m = len(texts)
     grid = checkpoints(n0, N)
     levels = look_levels(alpha, m, len(grid))
@@ -388,6 +500,9 @@ def _adaptive(smoothed, query, texts, deltas, ks, alpha, N, n0, bound, futility=
                 res[K] = {"certified": False, "margin": margin, "delta_max": dmax, "n": nmax}
             else:
                 still.append(K)
+                continue
+            if curves is not None:  # the radius from the intervals of the deciding look
+                res[K] = _with_radius(res[K], lo[top].min(), up[out], [curves[j] for j in out])
         open_ks = still
         active = np.zeros(m, dtype=bool)
         for K in open_ks:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["write_report", "build_report_data", "attack_outcome", "load_attack_results",
-           "versions", "TAXONOMY"]
+           "versions", "wilson_interval", "compare_modes", "TAXONOMY"]
 
 #: The five robustness tasks of "Are Neural Ranking Models Robust?" (Wu et al.).
 TAXONOMY = (
@@ -117,6 +117,80 @@ def _fmt(x, nd: int = 4) -> str:
 
 def _pct(x) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for a share ``k / n`` (default 95 %); ``(nan, nan)`` for ``n = 0``.
+
+    Used for CRQ@K over queries: the queries are the sample, a list certified or not the outcome.
+    """
+    if n <= 0:
+        return math.nan, math.nan
+    p = k / n
+    d = 1.0 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def _radius_stats(sub: pd.DataFrame) -> dict:
+    """Median and quartiles of the certified radii (words, share) of non-trivial lists; lists
+    not certified even without an attack count as radius -1."""
+    nt = sub[~sub["trivial"]] if "trivial" in sub else sub
+    out = {}
+    for col in ("radius_words", "radius_share"):
+        v = nt[col].dropna() if col in nt else pd.Series(dtype=float)
+        out[f"median_{col}"] = _num(v.median()) if len(v) else None
+        out[f"q25_{col}"] = _num(v.quantile(0.25)) if len(v) else None
+        out[f"q75_{col}"] = _num(v.quantile(0.75)) if len(v) else None
+    return out
+
+
+def compare_modes(certificates: Mapping[str, object], ks: Iterable[int] | None = None,
+                  clean: Mapping[str, Mapping] | None = None, z: float = 1.959963984540054
+                  ) -> pd.DataFrame:
+    """Smoothing modes side by side on the same lists: one row per (mode, K).
+
+    ``certificates``: name -> :class:`defenses.certify.Certificate` (e.g. ``{"synonym
+    (published)": c1, "synonym (clustered)": c2, "mask keep=0.05": c3}``). Columns: ``mode, K,
+    n_queries, n_certified, CRQ, ci_low, ci_high`` (Wilson interval over queries), the median and
+    quartiles of the certified radius in words and as a share (:func:`_radius_stats`),
+    ``smoothing`` (synonym / mask), ``R``, ``r_share``, ``n_forward`` and, from ``clean``
+    (name -> {measure: value}), those measures. Raises ValueError when the certificates are not
+    about the same lists (same queries, same documents per query): modes must be compared on the
+    same lists.
+    """
+    certs = dict(certificates)
+    if not certs:
+        raise ValueError("compare_modes needs at least one certificate")
+    ref_name, ref = next(iter(certs.items()))
+
+    def lists(c):
+        d = c.docs.astype({"qid": str, "docno": str})
+        return {q: frozenset(g["docno"]) for q, g in d.groupby("qid")}
+
+    ref_lists = lists(ref)
+    for name, c in certs.items():
+        if lists(c) != ref_lists:
+            raise ValueError(f"certificates {ref_name!r} and {name!r} are not about the same lists "
+                             "(queries or candidate documents differ); certify every mode on the "
+                             "same run")
+    rows = []
+    for name, c in certs.items():
+        f = c.frame
+        per_q = f.drop_duplicates("qid")
+        for K in sorted(int(k) for k in (ks or f["K"].unique())):
+            sub = f[f["K"] == K]
+            n, k = int(sub["qid"].nunique()), int(sub["certified"].sum())
+            lo, hi = wilson_interval(k, n, z)
+            rows.append({"mode": name, "K": K, "n_queries": n, "n_certified": k,
+                         "n_trivial": int(sub["trivial"].sum()),
+                         "CRQ": k / n if n else math.nan, "ci_low": lo, "ci_high": hi,
+                         **_radius_stats(sub), "smoothing": c.params.get("smoothing"),
+                         "R": c.params.get("R"), "r_share": c.params.get("r_share"),
+                         "n_forward": int(per_q["n_forward"].sum()),
+                         **{m: v for m, v in dict((clean or {}).get(name, {})).items()}})
+    return pd.DataFrame(rows)
 
 
 def load_attack_results(attack_results) -> pd.DataFrame:
@@ -301,8 +375,12 @@ def _taxonomy(cert, clean: dict, attack: dict | None) -> list[dict]:
 
 
 def build_report_data(certificate, *, meta: Mapping | None = None, clean: Mapping | None = None,
-                      attack_results=None) -> dict:
-    """Everything the report shows, as one JSON-able dict (``report.json``'s content)."""
+                      attack_results=None, compare: Mapping | None = None) -> dict:
+    """Everything the report shows, as one JSON-able dict (``report.json``'s content).
+
+    ``compare``: optional name -> Certificate of other smoothing modes on the same lists (the
+    report's own certificate is added under its ``smoothing`` name unless present); their CRQ@K
+    with Wilson intervals and certified radii go to ``"modes"`` (:func:`compare_modes`)."""
     meta = dict(meta or {})
     params = dict(certificate.params)
     frame = certificate.frame.copy()
@@ -316,7 +394,9 @@ def build_report_data(certificate, *, meta: Mapping | None = None, clean: Mappin
     for K in ks:
         sub = frame[frame["K"] == K]
         row = certificate.crq[certificate.crq["K"] == K]
+        lo, hi = wilson_interval(int(sub["certified"].sum()), int(sub["qid"].nunique()))
         crq.append({"K": K, "CRQ": _num(row["CRQ"].iloc[0]) if len(row) else None,
+                    "ci_low": _num(lo), "ci_high": _num(hi), **_radius_stats(sub),
                     "n_certified": int(sub["certified"].sum()),
                     "n_queries": int(sub["qid"].nunique()),
                     "n_trivial": int(sub["trivial"].sum()),
@@ -349,7 +429,8 @@ def build_report_data(certificate, *, meta: Mapping | None = None, clean: Mappin
         "collection": meta.get("collection"),
         "n_queries": int(frame["qid"].nunique()),
         "mode": params.get("mode"), "bound": params.get("bound"), "alpha": params.get("alpha"),
-        "N": params.get("N"), "R": params.get("R"),
+        "N": params.get("N"), "R": params.get("R"), "r_share": params.get("r_share"),
+        "smoothing": params.get("smoothing", "synonym"),
         "threat": params.get("threat"), "threat_fingerprint": params.get("threat_fingerprint"),
         "crq": {str(r["K"]): r["CRQ"] for r in crq},
         "crq_nontrivial": {str(r["K"]): r["n_nontrivial_certified"] / r["n_queries"]
@@ -371,6 +452,13 @@ def build_report_data(certificate, *, meta: Mapping | None = None, clean: Mappin
     for k in ("wall_s", "certify_s"):
         if k in meta:
             summary[k] = meta[k]
+    modes = None
+    if compare:
+        allc = dict(compare)
+        own = str(params.get("smoothing", "synonym"))
+        if not any(c is certificate for c in allc.values()):
+            allc = {own if own not in allc else f"{own} (this report)": certificate, **allc}
+        modes = compare_modes(allc).to_dict("records")
     return _jsonable({
         "summary": summary,
         "meta": {**{k: v for k, v in params.items() if k not in meta}, **meta},
@@ -383,9 +471,29 @@ def build_report_data(certificate, *, meta: Mapping | None = None, clean: Mappin
         "radii": {"quantiles": {str(q): _num(docs["delta"].quantile(q)) for q in
                                 (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)} if len(docs) else {},
                   "n_documents": int(len(docs))},
+        "certified_radius": _certified_radius_block(frame),
+        "modes": modes,
         "attack": attack,
         "taxonomy": _taxonomy(certificate, clean_b, attack),
     })
+
+
+def _certified_radius_block(frame: pd.DataFrame) -> dict:
+    """Per K: the distribution of the lists' certified radii (words, share); -1 = not certified
+    even without an attack. Empty for certificates without radius columns."""
+    if "radius_words" not in frame:
+        return {}
+    out = {}
+    for K, sub in frame[~frame["trivial"]].groupby("K"):
+        w = sub["radius_words"].dropna()
+        sh = sub["radius_share"].dropna()
+        out[str(int(K))] = {
+            "words": {str(q): _num(w.quantile(q)) for q in (0.0, 0.25, 0.5, 0.75, 1.0)}
+            if len(w) else {},
+            "share": {str(q): _num(sh.quantile(q)) for q in (0.0, 0.25, 0.5, 0.75, 1.0)}
+            if len(sh) else {},
+            "n_lists": int(len(sub))}
+    return out
 
 
 # -- figures -----------------------------------------------------------------------------------
@@ -663,6 +771,22 @@ def _table_md(header: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def _smoothing_title(s: dict) -> str:
+    if s.get("smoothing") == "mask":
+        return "Randomized masking smoothing (certificate against any word substitution)"
+    return "CertDR randomized smoothing"
+
+
+def _ci(lo, hi) -> str:
+    return "—" if lo is None or hi is None else f"[{_fmt(lo, 3)}, {_fmt(hi, 3)}]"
+
+
+_MODES_NOTE = ("Smoothing modes certified on the same candidate lists. Certified radius of a "
+               "list: the largest number of substituted words per outside document (or share of "
+               "its words) at which the same confidence intervals still certify it; -1 when not "
+               "even the unattacked list is separated. Intervals over queries are Wilson 95 %.")
+
+
 def _sections(data: dict) -> dict:
     """Tables shared by the HTML and Markdown renderers (same numbers, same formatting)."""
     s, crq = data["summary"], data["crq"]
@@ -682,10 +806,22 @@ def _sections(data: dict) -> dict:
     sec["clean"] = (["measure", "base", "smoothed", "Δ", "relative"],
                     [[r["measure"], _fmt(r["base"]), _fmt(r["smoothed"]), _fmt(r["delta"]),
                       _pct(r["relative"])] for r in data["clean"]["measures"]])
-    sec["crq"] = (["K", "CRQ@K", "certified", "queries", "trivial (K ≥ m)",
-                   "median margin", "median Δ_max"],
-                  [[r["K"], _fmt(r["CRQ"]), r["n_certified"], r["n_queries"], r["n_trivial"],
-                    _fmt(r["median_margin"]), _fmt(r["median_delta_max"])] for r in crq])
+    sec["crq"] = (["K", "CRQ@K", "95% CI (Wilson)", "certified", "queries", "trivial (K ≥ m)",
+                   "median margin", "median Δ_max", "median certified radius (words)",
+                   "median certified share"],
+                  [[r["K"], _fmt(r["CRQ"]), _ci(r.get("ci_low"), r.get("ci_high")),
+                    r["n_certified"], r["n_queries"], r["n_trivial"],
+                    _fmt(r["median_margin"]), _fmt(r["median_delta_max"]),
+                    _fmt(r.get("median_radius_words")), _fmt(r.get("median_radius_share"), 3)]
+                   for r in crq])
+    if data.get("modes"):
+        sec["modes"] = (["mode", "K", "CRQ@K", "95% CI (Wilson)", "certified / queries",
+                         "median certified radius (words)", "median certified share",
+                         "forward passes"],
+                        [[r["mode"], r["K"], _fmt(r["CRQ"], 3), _ci(r["ci_low"], r["ci_high"]),
+                          f"{r['n_certified']} / {r['n_queries']}",
+                          _fmt(r["median_radius_words"]), _fmt(r["median_radius_share"], 3),
+                          _fmt(r["n_forward"])] for r in data["modes"]])
     ks = [r["K"] for r in crq]
     hdr = ["qid", "query", "m"]
     eff_cols = [c for c in (f"{_PRIMARY_MEASURE}_base", f"{_PRIMARY_MEASURE}_smoothed")
@@ -753,7 +889,7 @@ def _render_html(data: dict, sec: dict, figs: dict[str, bytes]) -> str:
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
              f"<title>{_h(title)}</title><style>{_CSS}</style></head><body><main>",
              f"<h1>{_h(title)}</h1>",
-             f"<p class='sub'>CertDR randomized smoothing, mode <b>{_h(s['mode'])}</b>, "
+             f"<p class='sub'>{_h(_smoothing_title(s))}, mode <b>{_h(s['mode'])}</b>, "
              f"α = {_h(s['alpha'])}, N = {_h(s['N'])}, threat model <code>{_h(s['threat'])}</code> "
              f"(fingerprint <code>{_h(s['threat_fingerprint'])}</code>). "
              f"Generated {_h(data['created'])}.</p>",
@@ -795,7 +931,12 @@ def _render_html(data: dict, sec: dict, figs: dict[str, bytes]) -> str:
     parts.append(fig("crq", "Share of queries whose top K is certified; dashed: lists longer than "
                             "K only"))
     h_, r_ = sec["crq"]
-    parts.append(_table_html(h_, r_, numeric={0, 1, 2, 3, 4, 5, 6}))
+    parts.append(_table_html(h_, r_, numeric={0, 1, 3, 4, 5, 6, 7, 8, 9}))
+    if "modes" in sec:
+        parts.append("<h3>Smoothing modes compared</h3>")
+        parts.append(f"<p class='note'>{_h(_MODES_NOTE)}</p>")
+        h_, r_ = sec["modes"]
+        parts.append(_table_html(h_, r_, numeric={1, 2, 5, 6, 7}))
 
     parts.append("<h2>4. Margins and radii</h2>")
     parts.append(f"<p class='note'>{_h(_MARGIN_NOTE)}</p>")
@@ -847,7 +988,7 @@ def _render_md(data: dict, sec: dict, fig_paths: dict[str, str]) -> str:
     s = data["summary"]
     out = [f"# Certification report: {s.get('ranker')} on {s.get('collection') or 'a collection'}",
            "",
-           f"CertDR randomized smoothing, mode **{s['mode']}**, alpha = {s['alpha']}, "
+           f"{_smoothing_title(s)}, mode **{s['mode']}**, alpha = {s['alpha']}, "
            f"N = {s['N']}, threat model `{s['threat']}` (fingerprint `{s['threat_fingerprint']}`). "
            f"Generated {data['created']}.", "",
            " · ".join(f"**{k}**: {v}" for k, v in sec["cards"]), ""]
@@ -873,6 +1014,9 @@ def _render_md(data: dict, sec: dict, fig_paths: dict[str, str]) -> str:
         out += [f"![CRQ@K]({fig_paths['crq']})", ""]
     h_, r_ = sec["crq"]
     out += [_table_md(h_, r_), ""]
+    if "modes" in sec:
+        h_, r_ = sec["modes"]
+        out += ["### Smoothing modes compared", "", _MODES_NOTE, "", _table_md(h_, r_), ""]
     out += ["## 4. Margins and radii", "", _MARGIN_NOTE, ""]
     if "margins" in fig_paths:
         out += [f"![margins and radii]({fig_paths['margins']})", ""]
@@ -905,7 +1049,8 @@ def _render_md(data: dict, sec: dict, fig_paths: dict[str, str]) -> str:
 
 
 def write_report(out_dir, certificate, *, meta: Mapping | None = None,
-                 clean: Mapping | None = None, attack_results=None) -> dict:
+                 clean: Mapping | None = None, attack_results=None,
+                 compare: Mapping | None = None) -> dict:
     """Write ``report.html``, ``report.md``, ``report.json`` and ``figures/*.png`` to ``out_dir``.
 
     Parameters
@@ -921,12 +1066,16 @@ def write_report(out_dir, certificate, *, meta: Mapping | None = None,
         "base"}}`` (all optional).
     attack_results : attack-results frame, row dicts or a ``.jsonl``/``.csv`` path whose ranks
         refer to the certified (smoothed) lists; see :func:`attack_outcome`.
+    compare : optional name -> Certificate of other smoothing modes on the same lists (e.g.
+        masking next to synonym smoothing): a "Smoothing modes compared" table with CRQ@K, Wilson
+        intervals and certified radii (:func:`compare_modes`).
 
     Returns ``{"html": path, "md": path, "json": path, "figures": {name: path}, "data": dict}``.
     """
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    data = build_report_data(certificate, meta=meta, clean=clean, attack_results=attack_results)
+    data = build_report_data(certificate, meta=meta, clean=clean, attack_results=attack_results,
+                             compare=compare)
     figs = _figures(data, certificate)
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
