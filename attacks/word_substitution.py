@@ -13,7 +13,9 @@ window (1.0 for rankers without a window, e.g. lexical ones).
 Search strategies (``search=``)
 -------------------------------
 ``greedy`` (default)  *Screening*: every in-window candidate ``(word position, substitute)`` is
-    scored once, exactly, in batches (``score(d_t with that one change) - score(d_t)``).
+    scored once, exactly, in batches (``score(d_t with that one change) - score(d_t)``), in
+    neighbour-rank order (each word's closest substitute first; ``max_screen`` and, white-box,
+    half of the victim budget bound the screening).
     *Lazy greedy*: at each step the ``rescore`` (30) candidates with the best last-known gains are
     re-scored on the current document, the best is accepted if its gain is > 0, and the other
     candidates of its position are dropped. ``rescore=None`` re-scores every candidate at every
@@ -176,6 +178,10 @@ class WordSubstitutionAttack(Attack):
     min_sim : keep neighbours with ``threat.similarity(w, n) >= min_sim`` (``None``: the threat
         model's own filter only). Pairs without a defined similarity are kept.
     batch_size : documents per scoring call in the screening (256).
+    max_screen : most candidates screened per target (``None``: all). Candidates are screened
+        neighbour rank first (every word's closest substitute, then every word's second, ...).
+        With white-box access the screening also takes at most half of the victim budget left,
+        so the search keeps queries for its steps.
     pgd_steps, step_size, epsilon, competitors_k, n_important : PRADA only (3, 0.5, 1.0, 99,
         ``max_words``); see the module doc.
     stopwords : ``True`` (the lab's list), ``False``, or an iterable of words never substituted.
@@ -196,7 +202,7 @@ class WordSubstitutionAttack(Attack):
                  query_budget: int | None = None, tie_rule: str = "pessimistic",
                  goal: str | None = None, goal_k: int = 10, seed: int = 0,
                  search: str = "greedy", white_box: bool = False, rescore: int | None = 30,
-                 beam_width: int = 3, batch_size: int = 256):
+                 beam_width: int = 3, batch_size: int = 256, max_screen: int | None = None):
         from .threat import ThreatModel
 
         if isinstance(threat, (str, dict)):
@@ -223,6 +229,8 @@ class WordSubstitutionAttack(Attack):
             raise AttackError("goal_k must be >= 1")
         if rescore is not None and int(rescore) < 1:
             raise AttackError("rescore must be >= 1 (or None: re-score every candidate)")
+        if max_screen is not None and int(max_screen) < 1:
+            raise AttackError("max_screen must be >= 1 (or None: screen every candidate)")
         if int(beam_width) < 1 or int(batch_size) < 1:
             raise AttackError("beam_width and batch_size must be >= 1")
         check_tie_rule(tie_rule)
@@ -267,6 +275,7 @@ class WordSubstitutionAttack(Attack):
         self.rescore = None if rescore is None else int(rescore)
         self.beam_width = int(beam_width)
         self.batch_size = int(batch_size)
+        self.max_screen = None if max_screen is None else int(max_screen)
         # caches (per attack object; keyed by text)
         self._nb_cache: dict[str, list[str]] = {}
         self._score_cache: dict[tuple, float] = {}
@@ -333,8 +342,6 @@ class WordSubstitutionAttack(Attack):
     def attack(self, oracle, query: str, target_docno: str,
                run_for_query: pd.DataFrame) -> AttackResult:
         """Attack one target; returns its :class:`AttackResult` (ranks 1-based)."""
-        from .threat import match_case
-
         watch = Stopwatch()
         access = getattr(oracle, "access", "rank")
         if access == "topk":
@@ -367,9 +374,7 @@ class WordSubstitutionAttack(Attack):
             if self.search == "prada":
                 subs, tried, passes = self._prada(oracle, ctx, view, eligible, cap, budget)
             else:
-                cands = [(p, match_case(words[p], c)) for p in eligible
-                         for c in self.neighbours(words[p])]
-                subs, tried, passes = self._search(oracle, ctx, view, cands, cap, budget)
+                subs, tried, passes = self._search(oracle, ctx, view, eligible, cap, budget)
 
         adv_text = view.replace(subs) if subs else ctx.text
         if subs:  # measured by the experiment owner: not an attacker query
@@ -398,9 +403,27 @@ class WordSubstitutionAttack(Attack):
         return False
 
     # -- greedy and beam -----------------------------------------------------------------------
-    def _search(self, oracle, ctx, view, cands, cap, budget):
-        """Greedy or beam search over ``cands`` (``(position, substitute)``); returns
+    def candidates(self, view, eligible: list[int]) -> list[tuple[int, str]]:
+        """The ``(word position, substitute)`` candidates in screening order: every word's first
+        neighbour (document order), then every word's second neighbour, ... so that a screening
+        cut short by ``max_screen`` or the budget still covers the whole window."""
+        from .threat import match_case
+
+        words = view.words
+        per = {p: self.neighbours(words[p]) for p in eligible}
+        depth = max((len(v) for v in per.values()), default=0)
+        return [(p, match_case(words[p], per[p][r])) for r in range(depth) for p in eligible
+                if r < len(per[p])]
+
+    def _search(self, oracle, ctx, view, eligible, cap, budget):
+        """Greedy or beam search over the candidates of the ``eligible`` words; returns
         ``(substitutions, victim-submitted documents, surrogate passes)``."""
+        cands = self.candidates(view, eligible)
+        limit = len(cands) if self.max_screen is None else min(len(cands), self.max_screen)
+        left = budget.left() if self.white_box else None
+        if left is not None:      # keep half of the victim budget for the search steps
+            limit = min(limit, max(left // 2, 1))
+        cands = cands[:limit]
         if self.white_box:
             scorer = _Scorer(lambda texts: oracle.score(ctx.query, texts), budget)
             base = ctx.orig_score

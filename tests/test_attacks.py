@@ -324,15 +324,19 @@ def test_bad_parameters(tiny_cross, threat):
 
 def full_greedy(score, text, threat, cap, stopwords=frozenset()):
     """Reference full exact greedy: at each step score every remaining (position, substitute)
-    on the current document and take the best strict improvement (ties: candidate order)."""
+    on the current document and take the best strict improvement (ties: screening order)."""
     from attacks.stopwords import STOPWORDS
     from attacks.text import tokenize
     from attacks.threat import match_case
 
     view = tokenize(text)
     ws = view.words
-    cands = [(p, match_case(w, c)) for p, w in enumerate(ws) if w.lower() not in STOPWORDS
-             for c in threat.neighbours(w) if c not in STOPWORDS and c != w.lower()]
+    per = {p: [c for c in threat.neighbours(w) if c not in STOPWORDS and c != w.lower()]
+           for p, w in enumerate(ws) if w.lower() not in STOPWORDS}
+    depth = max((len(v) for v in per.values()), default=0)
+    # screening order: every word's first neighbour, then every word's second, ...
+    cands = [(p, match_case(ws[p], per[p][r])) for r in range(depth) for p in per
+             if r < len(per[p])]
     subs, cur = {}, float(score([text])[0])
     while len(subs) < cap:
         left = [(p, c) for p, c in cands if p not in subs]
@@ -433,6 +437,36 @@ def test_black_box_search_confirms_through_the_oracle(col, run, victim, threat, 
     res = make_attack(victim, threat, search=search).run(Oracle(victim, access="rank"), col,
                                                          targets, run=run, progress=False)
     assert res["success"].any()
+
+
+def test_screening_order_and_limits(col, run, victim, threat):
+    from attacks.text import tokenize
+
+    atk = white_box(victim, threat)
+    view = tokenize("the big cat sat on the small mat")
+    eligible = [i for i, w in enumerate(view.words) if atk.neighbours(w)]
+    cands = atk.candidates(view, eligible)
+    # neighbour rank first: every word's closest substitute, then the second ones
+    assert cands[:5] == [(1, "large"), (2, "dog"), (3, "run"), (6, "tiny"), (7, "garden")]
+    assert cands[5:] == [(1, "great"), (6, "little")]
+    seen = []
+    orig = victim._score_pairs
+
+    class Spy(TermWeightRanker):
+        def _score_pairs(self, queries, docs):
+            seen.append(len(docs))
+            return orig(queries, docs)
+
+    spy = Spy(WEIGHTS, query_weight=0.5)
+    targets = low_targets(run, 1)
+    white_box(spy, threat, max_screen=2).run(Oracle(spy, access="score"), col, targets,
+                                             run=run, progress=False)
+    assert seen and seen[0] <= 2          # the first call is the screening
+    seen.clear()
+    # white box with a budget: the screening takes at most half of it
+    res = white_box(spy, threat, query_budget=4, batch_size=1).run(
+        Oracle(spy, access="score"), col, targets, run=run, progress=False)
+    assert (res["queries_used"] <= 4).all()
 
 
 def test_goals_stop_early(col, run, victim, threat):
