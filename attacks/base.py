@@ -87,6 +87,11 @@ class AttackResult:
                       scores count once, for the first target of a query)
     error             empty, or why the target could not be attacked (``errors="record"``)
     protocol          the target protocol (``easy5``, ``hard5``, ...) when the targets say so
+    search            the search strategy (``greedy``, ``beam``, ``prada``; empty for others)
+    goal              the goal pursued (``max``, ``improve``, ``topk``, ``all-words``)
+    white_box         True when the search read the victim's own scores (counted queries)
+    window_share      share of the document's words inside the scoring ranker's truncation
+                      window, in [0, 1] (words beyond it are never candidates)
     """
 
     qid: str
@@ -113,6 +118,10 @@ class AttackResult:
     surrogate_passes: int = 0
     error: str = ""
     protocol: str = ""
+    search: str = ""
+    goal: str = ""
+    white_box: bool = False
+    window_share: float = 1.0
 
     def to_row(self) -> dict:
         """A JSON-friendly dict (substitutions as ``[pos, old, new]`` lists)."""
@@ -121,10 +130,10 @@ class AttackResult:
         for k in ("orig_rank", "adv_rank", "queries_used", "n_changed", "n_words", "seed",
                   "n_tried", "surrogate_passes"):
             d[k] = int(d[k])
-        for k in ("orig_score", "adv_score", "pp", "wall_s"):
+        for k in ("orig_score", "adv_score", "pp", "wall_s", "window_share"):
             d[k] = float(d[k])
-        d["success"] = bool(d["success"])
-        d["budget_exhausted"] = bool(d["budget_exhausted"])
+        for k in ("success", "budget_exhausted", "white_box"):
+            d[k] = bool(d[k])
         return d
 
 

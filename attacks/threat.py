@@ -341,6 +341,8 @@ def _load_store(kind: str, arg: str | None, max_vocab: int | None) -> _VectorSto
     """Load (once per process) a vector space: ``kind`` is "glove" or "text" (``arg`` = path)."""
     if kind == "glove":
         key: tuple = ("glove", max_vocab)
+    elif kind == "counterfit":
+        key = ("counterfit", arg, max_vocab)
     else:
         st = Path(arg).stat()
         key = ("text", str(Path(arg).resolve()), st.st_size, st.st_mtime_ns, max_vocab)
@@ -348,6 +350,10 @@ def _load_store(kind: str, arg: str | None, max_vocab: int | None) -> _VectorSto
         if key not in _STORES:
             if kind == "glove":
                 words, matrix = _res.glove_vectors(max_vocab)
+            elif kind == "counterfit":
+                from .counterfit import counterfitted_vectors
+
+                words, matrix = counterfitted_vectors(arg, max_vocab)
             else:
                 words, matrix = _res.text_vectors(arg, max_vocab)
             _STORES[key] = _VectorStore(words, matrix)
@@ -413,6 +419,20 @@ class VectorNeighbours(ThreatModel):
         return cls(None, None, k=k, min_sim=min_sim, max_vocab=max_vocab, name="glove",
                    cache_size=cache_size, _source="glove-6B-50d",
                    _loader=functools.partial(_load_store, "glove", None, max_vocab))
+
+    @classmethod
+    def counter_fitted(cls, k: int = 50, min_sim: float = 0.7, max_vocab: int | None = 100_000,
+                       constraints: str | os.PathLike | None = None,
+                       cache_size: int | None = 100_000) -> "VectorNeighbours":
+        """GloVe 6B 50d counter-fitted to the PPDB synonym/antonym constraints
+        (:mod:`attacks.counterfit`; built once, then loaded from the cache). ``constraints``:
+        the constraints folder (default ``$RANKLAB_COUNTERFIT_CONSTRAINTS``)."""
+        from .counterfit import constraints_dir
+
+        folder = str(constraints_dir(constraints))   # fail early, naming the folder
+        return cls(None, None, k=k, min_sim=min_sim, max_vocab=max_vocab, name="counter-fitted",
+                   cache_size=cache_size, _source="counter-fitted-glove-6B-50d",
+                   _loader=functools.partial(_load_store, "counterfit", folder, max_vocab))
 
     @classmethod
     def from_text_file(cls, path: str | os.PathLike, k: int = 50, min_sim: float = 0.7,
@@ -692,8 +712,10 @@ DEFAULT_SPEC = "wordnet+glove"
 
 _VALID_FORMS = (
     "'wordnet', 'glove', 'wordnet+glove' (the default: GloVe neighbours k=50, min_sim=0.7 that are "
-    "also WordNet synonyms), 'table:PATH', 'vectors:PATH', each optionally followed by "
-    "'?key=value&...' (keys: k, min_sim, max_vocab, pos, symmetric, filter, top_k, stopwords); "
+    "also WordNet synonyms), 'counter-fitted' (GloVe counter-fitted to PPDB constraints), "
+    "'table:PATH', 'vectors:PATH', each optionally followed by "
+    "'?key=value&...' (keys: k, min_sim, max_vocab, pos, symmetric, constraints, filter, top_k, "
+    "stopwords); "
     "a dict {'source': ..., ...} or {'union'|'intersection': [spec, ...]}; or a ThreatModel")
 
 _VECTOR_KEYS = {"k", "min_sim", "max_vocab"}
@@ -704,8 +726,10 @@ _SOURCE_KEYS = {
     "wordnet+glove": _VECTOR_KEYS | {"pos"},
     "table": {"path", "symmetric"},
     "vectors": _VECTOR_KEYS | {"path"},
+    "counter-fitted": _VECTOR_KEYS | {"constraints"},
 }
-_ALIASES = {"glove+wordnet": "wordnet+glove", "glove&wordnet": "wordnet+glove",
+_ALIASES = {"counterfitted": "counter-fitted", "counter_fitted": "counter-fitted",
+            "glove+wordnet": "wordnet+glove", "glove&wordnet": "wordnet+glove",
             "wordnet&glove": "wordnet+glove"}
 
 
@@ -809,6 +833,8 @@ def _build(spec: Any, top: bool) -> ThreatModel:
             model = VectorNeighbours.glove(**vec)
         elif source == "wordnet+glove":
             model = Intersection(VectorNeighbours.glove(**vec), WordNetSynonyms(pos=d.get("pos")))
+        elif source == "counter-fitted":
+            model = VectorNeighbours.counter_fitted(constraints=d.get("constraints"), **vec)
         elif source == "table":
             symmetric = _as_bool("symmetric", d.get("symmetric", True))
             model = SynonymTable.from_file(d["path"], symmetric=symmetric)
@@ -835,10 +861,15 @@ def load_threat_model(spec: str | Mapping[str, Any] | ThreatModel | None = None)
         "wordnet+glove"            GloVe neighbours that are also WordNet synonyms (the default)
         "table:PATH"               a synonym file (SynonymTable.from_file; param: symmetric)
         "vectors:PATH"             neighbours in a text-format vectors file (max_vocab: all)
+        "counter-fitted"           GloVe 6B 50d counter-fitted to the PPDB synonym/antonym
+                                   constraints (attacks.counterfit; k=50, min_sim=0.7,
+                                   max_vocab=100000; param constraints=PATH, default
+                                   $RANKLAB_COUNTERFIT_CONSTRAINTS); built once, then cached
         "glove?k=20&min_sim=0.8"   parameters as a query string (max_vocab=none: whole vocabulary)
         "vectors:cf.txt?filter=wordnet&top_k=10&stopwords=false"
 
-    Dicts: ``{"source": "wordnet" | "glove" | "wordnet+glove" | "table" | "vectors",
+    Dicts: ``{"source": "wordnet" | "glove" | "wordnet+glove" | "counter-fitted" | "table" |
+    "vectors", "constraints": str,
     "path": str, "k": int, "min_sim": float, "max_vocab": int | None, "pos": str,
     "symmetric": bool, "filter": spec | [spec, ...], "top_k": int, "stopwords": bool}``, or
     ``{"union": [spec, ...]}`` / ``{"intersection": [spec, ...]}`` (with optional filter, top_k,
@@ -879,3 +910,17 @@ def symmetric_closure(threat: ThreatModel, col) -> "SynonymTable":
         if nb:
             table[w] = nb
     return SynonymTable(table, symmetric=True, name=f"symmetric({threat.name})@{col.name}")
+
+
+def neighbourhood_stats(model: ThreatModel, words: Iterable[str]) -> dict:
+    """How much room a threat model gives on a set of words (e.g. a collection's most frequent
+    words): ``n_words``, ``share_with_substitute`` (fraction in [0, 1] of the words with at least
+    one neighbour), ``mean_neighbours`` (over all the words) and ``mean_neighbours_if_any`` (over
+    the words that have one). Words are looked up as given (lower-case them first)."""
+    counts = [len(model.neighbours(w)) for w in dict.fromkeys(words)]
+    n = len(counts)
+    some = [c for c in counts if c > 0]
+    return {"n_words": n,
+            "share_with_substitute": (len(some) / n) if n else float("nan"),
+            "mean_neighbours": float(np.mean(counts)) if n else float("nan"),
+            "mean_neighbours_if_any": float(np.mean(some)) if some else 0.0}

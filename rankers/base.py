@@ -14,7 +14,8 @@ Conventions
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -145,3 +146,66 @@ def from_pyterrier_ranks(run: pd.DataFrame) -> pd.DataFrame:
     out = run.copy()
     out["rank"] = out["rank"] + 1
     return out
+
+
+# ----------------------------------------------------------------------------- white box
+
+@dataclass(frozen=True)
+class AttackEncoding:
+    """A (query, document) pair encoded for a white-box attack on a :class:`DifferentiableRanker`.
+
+    ``inputs``      tensors of shape ``(1, L)`` on the ranker's device (``input_ids``,
+                    ``attention_mask`` and, when the model uses them, ``token_type_ids``): what
+                    the model reads, after truncation.
+    ``doc_pieces``  ``(position in inputs, char start, char end)`` of every word piece of the
+                    DOCUMENT that lies inside the truncation window, in order (character offsets
+                    into the document text).
+    ``doc_chars``   characters of the document inside the window (end of its last kept piece;
+                    ``len(doc)`` when nothing is cut).
+    ``truncated``   True when word pieces of the document were cut by ``max_length``.
+    """
+
+    inputs: dict
+    doc_pieces: tuple
+    doc_chars: int
+    truncated: bool
+
+
+@runtime_checkable
+class DifferentiableRanker(Protocol):
+    """The white-box interface that gradient attacks use; bi- and cross-encoders implement it with
+    the same signatures (:class:`rankers.encoders.BiEncoder`, :class:`~rankers.encoders.CrossEncoder`).
+
+    * ``max_length`` - the truncation window in word pieces (the document is cut, never the query).
+    * ``input_embeddings()`` - the word-piece embedding module (``torch.nn.Embedding``); its
+      weight is shared and must never be modified by an attack.
+    * ``encode_for_attack(query, doc)`` - an :class:`AttackEncoding` of the pair as the model reads
+      it (for a bi-encoder, the document alone; the query is encoded separately and cached).
+    * ``score_embeds(query, inputs_embeds, attention_mask, token_type_ids=None)`` - differentiable
+      scores ``(b,)`` (float32) of the documents given as input embeddings ``(b, L, dim)`` of the
+      encoded inputs (same positions as ``encode_for_attack``), equal to :meth:`Ranker.score` up to
+      float rounding. The caller chooses eval mode and grad mode.
+    * ``piece_ids(word)`` - the word-piece ids of a word (no special tokens).
+    """
+
+    max_length: int
+
+    def input_embeddings(self) -> Any: ...
+
+    def encode_for_attack(self, query: str, doc: str) -> AttackEncoding: ...
+
+    def score_embeds(self, query: str, inputs_embeds: Any, attention_mask: Any,
+                     token_type_ids: Any = None) -> Any: ...
+
+    def piece_ids(self, word: str) -> list: ...
+
+
+def as_differentiable(ranker: Any) -> DifferentiableRanker | None:
+    """``ranker`` (or the ranker inside a score cache, :class:`rankers.cache.CachedRanker`, whose
+    scores are the same) as a :class:`DifferentiableRanker`, or ``None`` when it does not
+    implement the protocol."""
+    from .cache import CachedRanker
+
+    while isinstance(ranker, CachedRanker):
+        ranker = ranker.ranker
+    return ranker if isinstance(ranker, DifferentiableRanker) else None

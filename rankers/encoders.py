@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .base import Ranker
+from .base import AttackEncoding, Ranker
 from .cache import text_key
 
 
@@ -65,11 +65,12 @@ def default_device() -> torch.device:
 
 
 class TransformerRanker(Ranker):
-    """Shared machinery of the encoder rankers (the ``DifferentiableRanker`` protocol).
+    """Shared machinery of the encoder rankers; both implement
+    :class:`rankers.base.DifferentiableRanker` with the same signatures.
 
-    White-box members: ``model`` (torch module, eval mode), ``tokenizer``,
-    :meth:`input_embeddings` (the word-piece embedding matrix), :meth:`encode_pair`,
-    :meth:`score_embeds` (scores from ``inputs_embeds``) and :meth:`position_gradients`.
+    White-box members: ``model`` (torch module, eval mode), ``tokenizer`` (fast: character
+    offsets), ``max_length`` (the truncation window), :meth:`input_embeddings`,
+    :meth:`encode_for_attack`, :meth:`score_embeds` and :meth:`piece_ids`.
     """
 
     differentiable = True
@@ -105,7 +106,35 @@ class TransformerRanker(Ranker):
         raise NotImplementedError
 
     def input_embeddings(self) -> torch.nn.Embedding:
+        """The word-piece embedding module (shared with the model: never modify it)."""
         return self.model.get_input_embeddings()
+
+    # -- DifferentiableRanker ------------------------------------------------------------------
+    _doc_sequence = 0  # which sequence of the encoding holds the document
+
+    def _attack_tokens(self, query: str, doc: str, **kw):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode_for_attack(self, query: str, doc: str) -> AttackEncoding:
+        """The pair as the model reads it (see :class:`rankers.base.AttackEncoding`)."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise TypeError(f"{self.name}: white-box attacks need a fast tokenizer (character "
+                            "offsets map word pieces to words); install `tokenizers`")
+        enc = self._attack_tokens(query, doc, return_offsets_mapping=True)
+        seq = enc.sequence_ids(0)
+        offsets = enc.pop("offset_mapping")[0].tolist()
+        pieces = tuple((i, s, e) for i, ((s, e), sid) in enumerate(zip(offsets, seq))
+                       if sid == self._doc_sequence and e > s)
+        end = pieces[-1][2] if pieces else 0
+        truncated = bool(doc[end:].strip())  # text left after the last piece read: cut
+        doc_chars = end if truncated else len(doc)
+        inputs = {k: v.to(self.device) for k, v in enc.items()}
+        return AttackEncoding(inputs=inputs, doc_pieces=pieces, doc_chars=int(doc_chars),
+                              truncated=bool(truncated))
+
+    def piece_ids(self, word: str) -> list[int]:
+        """Word-piece ids of ``word`` (no special tokens)."""
+        return list(self.tokenizer(word, add_special_tokens=False)["input_ids"])
 
     @staticmethod
     def _batches(lengths: Sequence[int], batch_size: int):
@@ -181,18 +210,20 @@ class BiEncoder(TransformerRanker):
         d_idx = torch.tensor([di[d] for d in docs])
         return (qe[q_idx] * de[d_idx]).sum(-1).double().numpy()
 
-    # -- white-box -------------------------------------------------------------------------
-    def encode_text(self, text: str) -> dict:
-        return self.tokenizer(text, truncation=True, max_length=self.max_length, return_tensors="pt")
+    # -- white-box (DifferentiableRanker) -------------------------------------------------------
+    def _attack_tokens(self, query, doc, **kw):
+        return self.tokenizer(doc, truncation=True, max_length=self.max_length,
+                              return_tensors="pt", **kw)
 
-    def embed_from_inputs(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-        return self.pool(hidden, attention_mask)
-
-    def score_embeds(self, query: str, doc_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Differentiable scores of document(s) given as input embeddings ``(b, L, dim)``."""
-        q = self.encode([query]).to(self.device)
-        d = self.embed_from_inputs(doc_embeds, attention_mask)
+    def score_embeds(self, query: str, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                     token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable scores ``(b,)`` of documents given as input embeddings ``(b, L, dim)``;
+        the query embedding comes from :meth:`encode` (cached, no gradient)."""
+        q = self.encode([query])[0].clone().to(self.device)  # clone: out of inference mode
+        kw = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kw["token_type_ids"] = token_type_ids
+        d = self.pool(self.model(**kw).last_hidden_state, attention_mask)
         return (d * q).sum(-1)
 
 
@@ -234,33 +265,36 @@ class CrossEncoder(TransformerRanker):
         self.model.train(was_training)
         return out
 
-    # -- white-box -------------------------------------------------------------------------
-    def encode_pair(self, query: str, doc: str) -> dict:
-        return self.tokenizer(query, doc, truncation="only_second", max_length=self.max_length,
-                              return_tensors="pt")
+    # -- white-box (DifferentiableRanker) -------------------------------------------------------
+    _doc_sequence = 1
 
-    def score_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+    def _attack_tokens(self, query, doc, **kw):
+        return self.tokenizer(query, doc, truncation="only_second", max_length=self.max_length,
+                              return_tensors="pt", **kw)
+
+    def score_embeds(self, query: str, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                      token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Differentiable scores from input embeddings ``(b, L, dim)`` of whole pairs."""
+        """Differentiable scores ``(b,)`` from input embeddings ``(b, L, dim)`` of whole encoded
+        pairs (the query is inside the embeddings; ``query`` is accepted for the protocol)."""
         kw = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kw["token_type_ids"] = token_type_ids
         return self._logits_to_score(self.model(**kw).logits.float())
 
 
-def position_gradients(ranker: CrossEncoder, query: str, doc: str, loss_fn) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Gradient of ``loss_fn(score)`` w.r.t. the input embedding of every position of the pair.
+def position_gradients(ranker, query: str, doc: str, loss_fn) -> tuple:
+    """Gradient of ``loss_fn(score)`` w.r.t. the input embedding of every position of the encoded
+    pair, for any :class:`~rankers.base.DifferentiableRanker`.
 
-    Returns ``(encoding, embeds, grad)`` with ``grad`` of shape ``(L, dim)``; positions of the
-    query have gradients too (callers select document positions with
-    ``encoding.sequence_ids()``). The model stays in eval mode (no dropout).
+    Returns ``(encoding, embeds, grad)``: the :class:`~rankers.base.AttackEncoding`, the input
+    embeddings ``(L, dim)`` and their gradient ``(L, dim)``; the document's positions are
+    ``[p for p, _, _ in encoding.doc_pieces]``. The model's mode is left as it is (eval).
     """
-    enc = ranker.encode_pair(query, doc)
-    ids = enc["input_ids"].to(ranker.device)
-    emb = ranker.input_embeddings()(ids).detach().clone().requires_grad_(True)
-    tt = enc.get("token_type_ids")
-    score = ranker.score_embeds(emb, enc["attention_mask"].to(ranker.device),
-                                None if tt is None else tt.to(ranker.device))
-    loss = loss_fn(score[0])
-    (grad,) = torch.autograd.grad(loss, emb)
+    enc = ranker.encode_for_attack(query, doc)
+    emb = ranker.input_embeddings()(enc.inputs["input_ids"]).detach().clone()
+    emb.requires_grad_(True)
+    with torch.enable_grad():
+        score = ranker.score_embeds(query, emb, enc.inputs["attention_mask"],
+                                    enc.inputs.get("token_type_ids"))
+        (grad,) = torch.autograd.grad(loss_fn(score[0]), emb)
     return enc, emb.detach()[0], grad[0]

@@ -137,48 +137,69 @@ def _qid_list(col, queries) -> list[str]:
 
 # ------------------------------------------------------------------------------ training
 
-def train_surrogate(victim: Oracle, col, queries, recipe: str = "topk_all_pairs",
+def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail",
                     base: str = "minilm", loss: str = "ranknet", epochs: int = 1, seed: int = 0,
-                    k: int | None = None, first_stage: str = "bm25", candidates_k: int = 100,
-                    tail: int = 4, max_pairs: int | None = None, lr: float = 3e-5,
-                    batch_size: int = 16, max_length: int | None = 256, progress: bool = True):
+                    k: int | None = 6, first_stage: str = "bm25", candidates_k: int = 30,
+                    tail: int = 3, max_pairs: int | None = 640, lr: float = 1e-4,
+                    batch_size: int = 16, max_length: int | None = 160, progress: bool = True,
+                    holdout: float = 0.2, eval_every: int = 10, patience: int = 2):
     """Train a cross-encoder that imitates ``victim`` on the attacker's ``queries``.
+
+    The defaults are sized for a CPU: for 20 attacker queries, 16 training queries x 33 pairs
+    -> 528 pairs, 33 steps of 16 pairs cut at 160 word pieces, a learning rate that moves the
+    RankNet loss within the first steps, early stopping on agreement with the victim's rankings
+    of the 4 held-out queries.
 
     Parameters
     ----------
     victim : an :class:`Oracle` (victim queries are counted; access ``rank``/``score`` gives the
-        full order of the candidates, ``topk`` only the top ``oracle.k``).
+        full order of the candidates, ``topk`` only the top ``oracle.k``) or a plain
+        :class:`Ranker` (not counted).
     col : the collection (documents, queries, first-stage candidates).
     queries : the attacker's qids (a list or a frame with ``qid``); keep them disjoint from the
         queries that will be attacked.
-    recipe, k, tail : pair sampling (module doc); ``k=None`` takes the recipe's default
-        (29 / 25 / 5).
+    first_stage, candidates_k : the lists the victim ranks for the attacker (BM25 top-30: 30
+        victim queries per attacker query; the tail negatives come from ranks 7..30).
+    recipe, k, tail : pair sampling (module doc; default ``top25_plus_tail`` with ``k=6``,
+        ``tail=3``: 15 top pairs + 18 tail pairs per query); ``k=None`` takes the recipe's own
+        default (29 / 25 / 5).
     base : ``minilm``, a model folder or a hub id (the encoder; the head starts fresh from ``seed``).
     loss : ``hinge`` (margin 1), ``ranknet`` (label smoothing 0.1) or ``listwise``.
-    max_pairs : optional cap on the training groups (a seeded sample), a speed option.
-    lr, batch_size, epochs : training (batch_size = groups per step).
-    max_length : word pieces per (query, document) pair for the surrogate (capped by the
-        model's own limit).
+    max_pairs : cap on the training groups (a seeded sample; 640 = 40 steps of 16; ``None``: all).
+    lr, batch_size, epochs : AdamW learning rate (1e-4, linear warm-up over 10 % of the steps
+        then linear decay), groups per step (16), passes over the groups (1).
+    max_length : word pieces per (query, document) pair (160; capped by the model's own limit).
+    holdout : share of the attacker's queries (0.2; at least 1, and only with >= 5 queries) kept
+        out of training: their victim rankings (already paid for) measure agreement every
+        ``eval_every`` (10) steps; training stops when overlap@10 has not improved for
+        ``patience`` (2) evaluations, and the best weights are kept. ``holdout=0`` disables it.
+    progress : a tqdm bar over the steps (loss and held-out overlap@10 in its postfix).
 
     Returns the trained :class:`~rankers.encoders.CrossEncoder` (eval mode) with an
-    ``imitation_info`` dict: victim name, qids, ``victim_queries`` (pairs scored by the victim),
-    recipe, k, loss, epochs, ``n_groups``, final loss, seconds.
+    ``imitation_info`` dict: victim name, qids (training and ``holdout_qids``),
+    ``victim_queries`` (pairs scored by the victim), recipe, k, tail, loss, epochs, lr,
+    ``n_groups``, ``steps`` (taken) of ``planned_steps``, ``stopped_early``, final loss,
+    ``agreement`` (held-out ``overlap@10`` and ``rbo``, or ``None``), seconds.
     """
-    from .training import TrainConfig, new_cross_encoder, train_cross_encoder
+    from .training import TrainConfig, new_cross_encoder
 
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; use one of {RECIPES}")
     k = DEFAULT_K[recipe] if k is None else int(k)
     if k < 2 and recipe != "pseudo_relevance":
         raise ValueError("k must be >= 2 for pair recipes")
+    if not 0 <= float(holdout) < 1:
+        raise ValueError(f"holdout is a fraction in [0, 1), got {holdout}")
     qids = _qid_list(col, queries)
     if not qids:
         raise ValueError("no queries to imitate the victim on; give the attacker's qids")
     t0 = time.perf_counter()
     used0 = victim.queries_used if isinstance(victim, Oracle) else 0
     rng = np.random.default_rng(seed)
+    n_hold = max(1, int(round(holdout * len(qids)))) if holdout > 0 and len(qids) >= 5 else 0
+    hold = set(sorted(qids)[i] for i in rng.permutation(len(qids))[:n_hold]) if n_hold else set()
     cands = col.candidates(first_stage, k=candidates_k, qids=qids)
-    groups = []
+    groups, held = [], []
     for qid, g in cands.groupby("qid", sort=True):
         g = g.sort_values("rank")
         texts, docnos = g["text"].tolist(), g["docno"].astype(str).tolist()
@@ -186,6 +207,9 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "topk_all_pairs"
             continue
         query = str(g["query"].iloc[0])
         order, n_known = _victim_order(victim, query, texts, docnos)
+        if str(qid) in hold:
+            held.append((query, texts, docnos, order[:n_known]))
+            continue
         by_no = dict(zip(docnos, texts))
         for grp in sample_groups(order, query, recipe, k, tail, rng, n_known):
             grp.docs = [by_no[d] for d in grp.docs]
@@ -200,18 +224,113 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "topk_all_pairs"
         model.max_length = min(model.max_length, int(max_length))
     cfg = TrainConfig(loss=loss, epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
                       seed=int(seed))
-    hist = train_cross_encoder(model, groups, cfg, progress=progress)
+
+    def held_agreement() -> dict:
+        ov, rb = [], []
+        for query, texts, docnos, v_order in held:
+            _compare(v_order, docnos, model.score(query, texts), ov, rb, 0.7, 10)
+        return _agreement_means(ov, rb, 10)
+
+    hist = _train_with_early_stopping(model, groups, cfg, held_agreement if held else None,
+                                      int(eval_every), int(patience), progress)
     used = (victim.queries_used - used0) if isinstance(victim, Oracle) else 0
     tail_loss = hist["loss"][-20:]
     model.imitation_info = {
-        "victim": getattr(victim, "name", type(victim).__name__), "qids": qids,
+        "victim": getattr(victim, "name", type(victim).__name__),
+        "qids": [q for q in qids if q not in hold], "holdout_qids": sorted(hold),
         "victim_queries": int(used), "recipe": recipe, "k": k, "tail": tail, "loss": loss,
         "epochs": int(epochs), "lr": float(lr), "n_groups": len(groups), "seed": int(seed),
         "base": str(base), "first_stage": first_stage, "candidates_k": int(candidates_k),
+        "max_length": model.max_length, "steps": len(hist["loss"]),
+        "planned_steps": hist["planned_steps"], "stopped_early": hist["stopped_early"],
+        "agreement": hist["agreement"],
         "final_loss": float(np.mean(tail_loss)) if tail_loss else None,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    if progress and hist["agreement"]:
+        a = hist["agreement"]
+        print(f"surrogate: {len(hist['loss'])}/{hist['planned_steps']} steps, held-out agreement "
+              f"overlap@10 {a['overlap@10']:.3f}, RBO {a['rbo']:.3f} "
+              f"({a['n_queries']} queries), {model.imitation_info['seconds']:.0f}s", flush=True)
     return model
+
+
+def _train_with_early_stopping(model, groups, cfg, evaluate, eval_every: int, patience: int,
+                               progress: bool) -> dict:
+    """The lab's pairwise/listwise training step (:func:`rankers.training.group_loss`) with a
+    held-out agreement check every ``eval_every`` steps (``evaluate() -> {"overlap@10", ...}``);
+    stops after ``patience`` checks without a better overlap@10 (ties: higher RBO) and restores
+    the best weights."""
+    import copy
+
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from .training import group_loss, seed_everything
+
+    groups = [g for g in groups if len(g.docs) >= 2]
+    seed_everything(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    net = model.model
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * ((len(groups) + cfg.batch_size - 1) // cfg.batch_size)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), steps)
+    losses: list[float] = []
+    best, best_key, best_state, bad, stopped = None, None, None, 0, False
+    bar = tqdm(total=steps, desc=f"imitation {cfg.loss}", disable=not progress)
+
+    def check():
+        nonlocal best, best_key, best_state, bad
+        net.eval()
+        a = evaluate()
+        net.train()
+        key = (a["overlap@10"], a["rbo"])
+        if best_key is None or key > best_key:
+            best, best_key, bad = a, key, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            bad += 1
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}" if losses else "-",
+                        overlap10=f"{a['overlap@10']:.3f}")
+
+    net.train()
+    try:
+        for _ in range(cfg.epochs):
+            order = rng.permutation(len(groups))
+            for b in range(0, len(order), cfg.batch_size):
+                batch = [groups[i] for i in order[b: b + cfg.batch_size]]
+                scores = model.forward_scores([g.query for g in batch for _ in g.docs],
+                                              [d for g in batch for d in g.docs])
+                parts, off = [], 0
+                for g in batch:
+                    parts.append(g.weight * group_loss(scores[off: off + len(g.docs)], cfg))
+                    off += len(g.docs)
+                loss = torch.stack(parts).mean()
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+                if evaluate is not None and len(losses) % eval_every == 0:
+                    check()
+                    if bad >= patience:
+                        stopped = True
+                        break
+            if stopped:
+                break
+        if evaluate is not None and not stopped and len(losses) % eval_every:
+            check()
+        if best_state is not None:
+            net.load_state_dict(best_state)
+    finally:
+        bar.close()
+        net.eval()
+    return {"loss": losses, "planned_steps": steps, "stopped_early": stopped, "agreement": best}
 
 
 def agreement(victim_or_ranker, surrogate: Ranker, col, queries, first_stage: str = "bm25",

@@ -98,6 +98,8 @@ def low_targets(run, n=3):
 
 
 def make_attack(sur, threat, **kw):
+    """The PRADA loop (the search these tests pin down); tests of greedy/beam pass ``search``."""
+    kw.setdefault("search", "prada")
     kw.setdefault("max_words", 3)
     kw.setdefault("max_pp", 0.5)
     kw.setdefault("competitors_k", 10)
@@ -301,12 +303,236 @@ def test_bad_parameters(tiny_cross, threat):
     with pytest.raises(ValueError):
         WordSubstitutionAttack(tiny_cross, threat, goal="win")
     with pytest.raises(ValueError, match="differentiable"):
-        WordSubstitutionAttack(TermWeightRanker(), threat)
+        WordSubstitutionAttack(TermWeightRanker(), threat, search="prada")
+    with pytest.raises(ValueError, match="search"):
+        WordSubstitutionAttack(tiny_cross, threat, search="anneal")
+    with pytest.raises(ValueError, match="surrogate"):
+        WordSubstitutionAttack(None, threat)
+    with pytest.raises(ValueError, match="access='score'"):
+        WordSubstitutionAttack(None, threat, white_box=True).attack(
+            Oracle(TermWeightRanker(), access="rank"), "bees",
+            "a", pd.DataFrame({"qid": ["q"], "query": ["bees"], "docno": ["a"],
+                               "text": ["big bees"], "score": [0.0], "rank": [1]}))
     with pytest.raises(ValueError, match="access='rank'"):
         WordSubstitutionAttack(tiny_cross, threat).attack(
             Oracle(TermWeightRanker(), access="topk"), "bees",
             "a", pd.DataFrame({"qid": ["q"], "query": ["bees"], "docno": ["a"],
                                "text": ["big bees"], "score": [0.0], "rank": [1]}))
+
+
+# ------------------------------------------------------------------------------ greedy / beam
+
+def full_greedy(score, text, threat, cap, stopwords=frozenset()):
+    """Reference full exact greedy: at each step score every remaining (position, substitute)
+    on the current document and take the best strict improvement (ties: screening order)."""
+    from attacks.stopwords import STOPWORDS
+    from attacks.text import tokenize
+    from attacks.threat import match_case
+
+    view = tokenize(text)
+    ws = view.words
+    per = {p: [c for c in threat.neighbours(w) if c not in STOPWORDS and c != w.lower()]
+           for p, w in enumerate(ws) if w.lower() not in STOPWORDS}
+    depth = max((len(v) for v in per.values()), default=0)
+    # screening order: every word's first neighbour, then every word's second, ...
+    cands = [(p, match_case(ws[p], per[p][r])) for r in range(depth) for p in per
+             if r < len(per[p])]
+    subs, cur = {}, float(score([text])[0])
+    while len(subs) < cap:
+        left = [(p, c) for p, c in cands if p not in subs]
+        if not left:
+            break
+        vals = score([view.replace({**subs, p: c}) for p, c in left])
+        i = int(np.argmax(vals))   # first maximum: candidate order
+        if not vals[i] > cur:
+            break
+        subs[left[i][0]] = left[i][1]
+        cur = float(vals[i])
+    return view.replace(subs)
+
+
+def white_box(victim, threat, **kw):
+    kw.setdefault("search", "greedy")
+    kw.setdefault("white_box", True)
+    return make_attack(None, threat, **kw)
+
+
+@pytest.mark.parametrize("rescore", [1, 2, None])
+def test_lazy_greedy_equals_full_greedy_lexical(col, run, victim, threat, rescore):
+    # an additive ranker: gains never change when other words change, so lazy greedy with any
+    # rescore follows full exact greedy
+    targets = low_targets(run)
+    res = white_box(victim, threat, rescore=rescore, max_words=3, max_pp=0.5).run(
+        Oracle(victim, access="score"), col, targets, run=run, progress=False)
+    for r in res.itertuples():
+        cap = max_changes(r.n_words, 3, 0.5)
+        assert r.adv_text == full_greedy(lambda t: victim.score(r.query, t), r.orig_text,
+                                         threat, cap)
+        assert r.search == "greedy" and r.goal == "max" and r.white_box
+        assert r.window_share == 1.0
+
+
+@pytest.mark.parametrize("kind", ["bi", "cross"])
+def test_full_greedy_matches_reference_on_tiny_encoders(col, run, threat, tiny_bi, tiny_cross,
+                                                        kind):
+    model = tiny_bi if kind == "bi" else tiny_cross
+    vrun = model.transform(run.drop(columns=["score", "rank"]))
+    targets = sample_targets(vrun, "hard5").groupby("qid").head(2)
+    res = white_box(model, threat, rescore=None, max_words=3, max_pp=0.5).run(
+        Oracle(model, access="score"), col, targets, run=vrun, progress=False)
+    for r in res.itertuples():
+        cap = max_changes(r.n_words, 3, 0.5)
+        assert r.adv_text == full_greedy(lambda t: model.score(r.query, t), r.orig_text,
+                                         threat, cap)
+        assert r.adv_score >= r.orig_score - 1e-6
+
+
+def test_beam_width_one_is_full_greedy(col, run, victim, threat):
+    targets = low_targets(run)
+    kw = dict(rescore=None, max_words=3, max_pp=0.5)
+    g = white_box(victim, threat, **kw).run(Oracle(victim, access="score"), col, targets,
+                                            run=run, progress=False)
+    b = white_box(victim, threat, search="beam", beam_width=1, **kw).run(
+        Oracle(victim, access="score"), col, targets, run=run, progress=False)
+    assert g["adv_text"].tolist() == b["adv_text"].tolist()
+    b3 = white_box(victim, threat, search="beam", beam_width=3, **kw).run(
+        Oracle(victim, access="score"), col, targets, run=run, progress=False)
+    assert (b3["adv_score"] >= g["adv_score"] - 1e-9).all()   # additive: greedy is optimal
+
+
+def test_greedy_white_box_budgets_never_exceeded(col, run, victim, threat):
+    targets = low_targets(run)
+    for budget in (0, 1, 3, 7):
+        oracle = Oracle(victim, access="score")
+        res = white_box(victim, threat, query_budget=budget).run(oracle, col, targets, run=run,
+                                                                 progress=False)
+        assert (res["queries_used"] <= budget).all()
+        assert res["queries_used"].sum() == oracle.queries_used
+        assert res["queries_used"].tolist() == res["n_tried"].tolist()
+    oracle = Oracle(victim, access="score", budget=10)
+    res = white_box(victim, threat).run(oracle, col, targets, run=run, progress=False)
+    assert oracle.queries_used <= 10 and res["budget_exhausted"].any()
+    assert res["queries_used"].sum() == oracle.queries_used
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_black_box_search_confirms_through_the_oracle(col, run, victim, threat, tiny_cross,
+                                                      search):
+    targets = low_targets(run)
+    run_before = run.copy(deep=True)
+    oracle = Oracle(victim, access="rank")
+    res = make_attack(tiny_cross, threat, search=search, query_budget=2).run(
+        oracle, col, targets, run=run, progress=False)
+    pd.testing.assert_frame_equal(run, run_before)
+    assert (res["queries_used"] <= 2).all() and res["queries_used"].sum() == oracle.queries_used
+    assert (res["surrogate_passes"] > 0).all()
+    # the victim never ends worse than the original (changes it rejects are rolled back)
+    assert (res["adv_rank"] <= res["orig_rank"]).all()
+    for r in res.itertuples():
+        ow, aw = words(r.orig_text), words(r.adv_text)
+        for p in changed_positions(r.orig_text, r.adv_text):
+            assert aw[p].lower() in threat.neighbours(ow[p])
+        assert r.n_changed <= 3 and r.pp <= 0.5 + 1e-12
+    # a surrogate that is the (exact, additive) victim itself: every confirmation agrees
+    res = make_attack(victim, threat, search=search).run(Oracle(victim, access="rank"), col,
+                                                         targets, run=run, progress=False)
+    assert res["success"].any()
+
+
+def test_screening_order_and_limits(col, run, victim, threat):
+    from attacks.text import tokenize
+
+    atk = white_box(victim, threat)
+    view = tokenize("the big cat sat on the small mat")
+    eligible = [i for i, w in enumerate(view.words) if atk.neighbours(w)]
+    cands = atk.candidates(view, eligible)
+    # neighbour rank first: every word's closest substitute, then the second ones
+    assert cands[:5] == [(1, "large"), (2, "dog"), (3, "run"), (6, "tiny"), (7, "garden")]
+    assert cands[5:] == [(1, "great"), (6, "little")]
+    seen = []
+    orig = victim._score_pairs
+
+    class Spy(TermWeightRanker):
+        def _score_pairs(self, queries, docs):
+            seen.append(len(docs))
+            return orig(queries, docs)
+
+    spy = Spy(WEIGHTS, query_weight=0.5)
+    targets = low_targets(run, 1)
+    white_box(spy, threat, max_screen=2).run(Oracle(spy, access="score"), col, targets,
+                                             run=run, progress=False)
+    assert seen and seen[0] <= 2          # the first call is the screening
+    seen.clear()
+    # white box with a budget: the screening takes at most half of it
+    res = white_box(spy, threat, query_budget=4, batch_size=1).run(
+        Oracle(spy, access="score"), col, targets, run=run, progress=False)
+    assert (res["queries_used"] <= 4).all()
+
+
+def test_goals_stop_early(col, run, victim, threat):
+    targets = low_targets(run)
+    full = white_box(victim, threat, goal="max").run(Oracle(victim, access="score"), col,
+                                                     targets, run=run, progress=False)
+    imp = white_box(victim, threat, goal="improve").run(Oracle(victim, access="score"), col,
+                                                        targets, run=run, progress=False)
+    assert (imp["n_changed"] <= full["n_changed"]).all()
+    assert (imp["success"] == full["success"]).all()
+    assert (imp["goal"] == "improve").all()
+    for k in (1, 5):
+        top = white_box(victim, threat, goal="topk", goal_k=k).run(
+            Oracle(victim, access="score"), col, targets, run=run, progress=False)
+        reached = full["adv_rank"] <= k
+        assert (top.loc[reached, "adv_rank"] <= k).all()
+        assert (top["n_changed"] <= full["n_changed"]).all()
+
+
+def test_words_beyond_the_window_are_never_candidates(col, tiny_cross, monkeypatch):
+    from attacks.threat import SynonymTable
+
+    threat = SynonymTable({"big": ["large"], "slow": ["fast"]})
+    head = "the big cat sat on the slow mat . " * 2
+    tail = "the big dog and the slow cat . " * 20          # far beyond 64 word pieces
+    text = head + tail
+    docs = [text, "honey bees", "a volcano", "hot coffee"]
+    q = "big fast cat"
+    frame = tiny_cross.rank(q, docs, ["t", "a", "b", "c"], qid="q").assign(query=q)
+    seen = []
+    orig = tiny_cross._score_pairs
+
+    def spy(queries, ds):
+        seen.extend(ds)
+        return orig(queries, ds)
+
+    monkeypatch.setattr(tiny_cross, "_score_pairs", spy)
+    atk = white_box(tiny_cross, threat, max_words=None, max_pp=1.0, rescore=None, goal="max")
+    res = atk.attack(Oracle(tiny_cross, access="score"), q, "t", frame)
+    enc = tiny_cross.encode_for_attack(q, text)
+    assert enc.truncated and enc.doc_chars < len(text)
+    n_in = len(words(text[: enc.doc_chars]))
+    assert 0 < res.window_share < 1
+    assert res.window_share == pytest.approx(n_in / len(words(text)))
+    ow = words(text)
+    for t in seen:
+        if t == text:
+            continue
+        changed = changed_positions(text, t)
+        assert changed and max(changed) < n_in
+        for p in changed:
+            assert words(t)[p].lower() in threat.neighbours(ow[p])
+    assert all(p < n_in for p, _, _ in res.substitutions)
+
+
+def test_greedy_same_seed_same_text_and_unmodified_inputs(col, run, victim, threat, tiny_cross):
+    targets = low_targets(run)
+    before = (run.copy(deep=True), targets.copy(deep=True), col.documents.copy(deep=True))
+    a = make_attack(tiny_cross, threat, search="greedy", seed=5).run(
+        Oracle(victim, access="rank"), col, targets, run=run, progress=False)
+    b = make_attack(tiny_cross, threat, search="greedy", seed=5).run(
+        Oracle(victim, access="rank"), col, targets, run=run, progress=False)
+    assert a["adv_text"].tolist() == b["adv_text"].tolist()
+    pd.testing.assert_frame_equal(run, before[0])
+    pd.testing.assert_frame_equal(targets, before[1])
+    pd.testing.assert_frame_equal(col.documents, before[2])
 
 
 # ------------------------------------------------------------------------------ targets
@@ -452,7 +678,8 @@ def test_minilm_victim_white_box_improves(minilm):
     run = minilm.transform(cands)
     targets = sample_targets(run, "hard5").head(3)
     oracle = Oracle(minilm, access="rank")
-    atk = WordSubstitutionAttack(minilm, threat, max_words=5, max_pp=0.2, competitors_k=20)
+    atk = WordSubstitutionAttack(minilm, threat, max_words=5, max_pp=0.2, competitors_k=20,
+                                 search="prada")
     res = atk.run(oracle, demo, targets, run=run, progress=False, errors="record")
     assert len(res) == 3
     assert oracle.queries_used == res["queries_used"].sum() <= 15

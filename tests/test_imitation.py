@@ -150,3 +150,54 @@ def test_attack_job_surrogate_cache(col, victim, tiny_cross_path, tmp_path, monk
     assert (tmp_path / "surrogates").is_dir()
     np.testing.assert_allclose(m1.score("bees", DOCS[:4]), m2.score("bees", DOCS[:4]),
                                rtol=1e-5, atol=1e-6)
+
+
+MORE = {"q5": "hot lava rock", "q6": "bees and pollen", "q7": "espresso cup",
+        "q8": "sourdough crust", "q9": "crater of a volcano", "q10": "wax hive"}
+
+
+@pytest.fixture(scope="module")
+def col10():
+    docs = pd.DataFrame({"docno": [f"d{i}" for i in range(len(DOCS))], "text": DOCS})
+    qs = {**QUERIES, **MORE}
+    queries = pd.DataFrame({"qid": list(qs), "query": list(qs.values())})
+    return Collection("imit10", docs, queries, pd.DataFrame(columns=["qid", "docno", "label"]))
+
+
+def test_defaults_hold_out_queries_and_stop_on_agreement(col10, victim, tiny_cross_path):
+    oracle = Oracle(victim, access="rank")
+    qids = list(col10.queries["qid"])
+    model = train_surrogate(oracle, col10, qids, base=str(tiny_cross_path), candidates_k=10,
+                            max_length=64, eval_every=1, patience=1, max_pairs=64,
+                            batch_size=2, progress=False)
+    info = model.imitation_info
+    # every query's ranking is paid once; 2 of 10 are held out (no training pairs from them)
+    assert info["victim_queries"] == oracle.queries_used == 10 * 10
+    assert len(info["holdout_qids"]) == 2 and not set(info["holdout_qids"]) & set(info["qids"])
+    assert info["recipe"] == "top25_plus_tail" and info["k"] == 6 and info["tail"] == 3
+    assert info["max_length"] == 64 and info["lr"] == 1e-4
+    a = info["agreement"]
+    assert a["n_queries"] == 2 and 0 <= a["overlap@10"] <= 1 and 0 <= a["rbo"] <= 1
+    assert info["steps"] <= info["planned_steps"] == 32
+    if info["stopped_early"]:
+        assert info["steps"] < info["planned_steps"]
+    # the kept weights are the best checked ones: the reported agreement is reproducible
+    from rankers.imitation import _agreement_means, _compare
+
+    ov, rb = [], []
+    cands = col10.candidates("bm25", k=10, qids=info["holdout_qids"])
+    for _, g in cands.groupby("qid", sort=True):
+        g = g.sort_values("rank")
+        texts, docnos = g["text"].tolist(), g["docno"].astype(str).tolist()
+        q = str(g["query"].iloc[0])
+        v = [docnos[i] for i in np.argsort(-victim.score(q, texts), kind="stable")]
+        _compare(v, docnos, model.score(q, texts), ov, rb, 0.7, 10)
+    again = _agreement_means(ov, rb, 10)
+    assert again["overlap@10"] == pytest.approx(a["overlap@10"])
+    assert again["rbo"] == pytest.approx(a["rbo"], abs=1e-6)
+    # holdout=0: no early stopping, every planned step
+    m2 = train_surrogate(Oracle(victim, access="rank"), col10, qids, base=str(tiny_cross_path),
+                         candidates_k=10, max_length=64, holdout=0, max_pairs=12, batch_size=4,
+                         progress=False)
+    assert m2.imitation_info["agreement"] is None and not m2.imitation_info["stopped_early"]
+    assert m2.imitation_info["steps"] == m2.imitation_info["planned_steps"] == 3

@@ -169,17 +169,24 @@ def test_long_documents_are_truncated_explicitly(tiny_cross):
     assert tiny_cross.max_length == 64
 
 
-def test_position_gradients_cover_document_positions(tiny_cross):
+@pytest.mark.parametrize("kind", ["cross", "bi"])
+def test_position_gradients_cover_document_positions(tiny_cross, tiny_bi, kind):
+    from rankers.base import DifferentiableRanker
     from rankers.encoders import position_gradients
 
-    enc, emb, grad = position_gradients(tiny_cross, "bees honey", "the bees make honey", lambda s: -s)
-    assert grad.shape == emb.shape and grad.shape[0] == enc["input_ids"].shape[1]
-    seq = enc.sequence_ids(0)
-    doc_pos = [i for i, s in enumerate(seq) if s == 1]
+    ranker = tiny_cross if kind == "cross" else tiny_bi
+    assert isinstance(ranker, DifferentiableRanker)
+    q, d = "bees honey", "the bees make honey"
+    enc, emb, grad = position_gradients(ranker, q, d, lambda s: -s)
+    assert grad.shape == emb.shape and grad.shape[0] == enc.inputs["input_ids"].shape[1]
+    doc_pos = [p for p, _, _ in enc.doc_pieces]
+    assert [d[s:e] for _, s, e in enc.doc_pieces] == d.split()
     assert torch.any(grad[doc_pos].abs() > 0)
-    # a first-order check: moving along -grad lowers the loss (raises the score)
+    tt = enc.inputs.get("token_type_ids")
     with torch.no_grad():
-        e2 = emb - 1e-2 * grad
-        s0 = tiny_cross.score_embeds(emb[None], enc["attention_mask"], enc["token_type_ids"])
-        s1 = tiny_cross.score_embeds(e2[None], enc["attention_mask"], enc["token_type_ids"])
+        # the protocol's score equals the ranker's score
+        s0 = ranker.score_embeds(q, emb[None], enc.inputs["attention_mask"], tt)
+        assert s0.item() == pytest.approx(float(ranker.score(q, [d])[0]), abs=1e-4)
+        # a first-order check: moving along -grad lowers the loss (raises the score)
+        s1 = ranker.score_embeds(q, (emb - 1e-2 * grad)[None], enc.inputs["attention_mask"], tt)
     assert s1.item() > s0.item()
