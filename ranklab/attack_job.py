@@ -35,9 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ranklab.config import RankingConfig, fingerprint, param
+from ranklab.config import ConfigError, RankingConfig, fingerprint, param
 
 METHODS = ("word-substitution", "textattack")
+WS_SEARCHES = ("greedy", "beam", "prada")
+TA_SEARCHES = ("greedy-wir", "greedy-wir-delete")  # and "greedy", shared with word substitution
 _SURROGATE_CACHE_VERSION = 1
 
 
@@ -131,19 +133,22 @@ class AttackConfig(RankingConfig):
                            "victim's rankings) | victim (white-box) | a ranker spec or path")
     surrogate_queries: int = param(20, "attacker queries for imitation, disjoint from the attack "
                                    "queries (victim rankings are counted)", unit="queries", min=1)
-    surrogate_recipe: str = param("topk_all_pairs", "imitation pair sampling",
+    surrogate_recipe: str = param("top25_plus_tail", "imitation pair sampling",
                                   choices=("topk_all_pairs", "top25_plus_tail"))
-    surrogate_k: int | None = param(None, "imitation: top-k of the victim's ranking used "
-                                    "(recipe default when not given)", unit="documents", min=2)
-    surrogate_tail: int = param(4, "imitation (top25_plus_tail): tail negatives per document",
+    surrogate_k: int | None = param(6, "imitation: top-k of the victim's ranking paired (recipe "
+                                    "default when not given)", unit="documents", min=2)
+    surrogate_tail: int = param(3, "imitation (top25_plus_tail): tail negatives per document",
                                 unit="documents", min=0)
+    surrogate_candidates: int = param(30, "imitation: first-stage candidates the victim ranks per "
+                                      "attacker query (counted victim queries)",
+                                      unit="documents", min=2)
     surrogate_base: str = param("minilm", "encoder the imitation cross-encoder starts from")
     surrogate_loss: str = param("ranknet", "imitation loss", choices=("ranknet", "hinge"))
     surrogate_epochs: int = param(1, "imitation training epochs", min=1)
-    surrogate_max_pairs: int | None = param(None, "cap on imitation training groups (all when not "
+    surrogate_max_pairs: int | None = param(640, "cap on imitation training groups (all when not "
                                             "given)", unit="groups", min=1)
-    surrogate_lr: float = param(3e-5, "imitation learning rate", gt=0)
-    surrogate_max_length: int = param(256, "imitation input length", unit="tokens", min=16)
+    surrogate_lr: float = param(1e-4, "imitation learning rate", gt=0)
+    surrogate_max_length: int = param(160, "imitation input length", unit="tokens", min=16)
     max_words: int = param(10, "most words changed per document", unit="words", min=1)
     max_pp: float | None = param(0.1, "most words changed as a share of the document's words "
                                  "(no cap when not given)", unit="fraction, 0-1", gt=0, max=1)
@@ -151,18 +156,36 @@ class AttackConfig(RankingConfig):
                                unit="queries", min=1)
     competitors_k: int = param(99, "competitors in the surrogate's hinge loss (word substitution)",
                                unit="documents", min=1)
-    goal: str | None = param(None, "stop early: improve (any rank gain) | topk (rank <= goal_k); "
-                             "word substitution tries every important word when not given",
-                             choices=("improve", "topk"))
+    goal: str | None = param(None, "improve (stop at any rank gain) | topk (stop at rank <= "
+                             "goal_k) | max (largest gain within the budgets); default: max for "
+                             "greedy/beam, every important word for prada, improve for textattack",
+                             choices=("improve", "topk", "max"))
     goal_k: int = param(10, "rank the topk goal must reach (1-based)", min=1)
-    search: str = param("greedy-wir", "TextAttack's search (method textattack)",
-                        choices=("greedy-wir", "greedy-wir-delete", "greedy"))
+    search: str | None = param(None, "search strategy. word-substitution: greedy (exact lazy "
+                               "greedy, default) | beam | prada (the faithful PRADA loop); "
+                               "textattack: greedy-wir (default) | greedy-wir-delete | greedy",
+                               choices=WS_SEARCHES + TA_SEARCHES)
+    rescore: int | None = param(30, "greedy/beam: candidates re-scored per step by last-known "
+                                "gain (all when not given: full exact greedy)", min=1)
+    beam_width: int = param(3, "beam: documents kept per step", min=1)
+    n_candidates: int = param(50, "neighbours considered per word", min=1)
+    max_screen: int | None = param(None, "greedy/beam: most candidates screened per target (all "
+                                   "when not given)", min=1)
     tie_rule: str = param("pessimistic", "ties with other documents: pessimistic ranks the target "
                           "below them", choices=("pessimistic", "optimistic"))
     similarity: bool = param(True, "compute the sentence-embedding similarity of original and "
                              "adversarial documents (loads MiniLM)")
     agreement: bool = param(True, "report the surrogate's agreement with the victim on the attack "
                             "queries (overlap@10, RBO p=0.7)")
+
+    def check(self) -> None:
+        valid = WS_SEARCHES if self.method == "word-substitution" else TA_SEARCHES + ("greedy",)
+        if self.search is not None and self.search not in valid:
+            raise ConfigError(f"search (--search) {self.search!r} is not a {self.method} search; "
+                              f"use one of {list(valid)}")
+        if self.method == "textattack" and self.goal == "max":
+            raise ConfigError("goal (--goal) max is not available with method (--method) "
+                              "textattack; use improve or topk")
 
 
 def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None,
@@ -201,6 +224,7 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
 
     info: dict = {}
     sur = None
+    search = cfg.search or {"word-substitution": "greedy", "textattack": "greedy-wir"}[cfg.method]
     if cfg.method == "textattack":
         pass  # black-box search on the victim: no surrogate
     elif cfg.surrogate == "imitation":
@@ -217,12 +241,14 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
             victim, cfg.ranker, col, sur_qids, recipe=cfg.surrogate_recipe, k=cfg.surrogate_k,
             tail=cfg.surrogate_tail,
             base=cfg.surrogate_base, loss=cfg.surrogate_loss, epochs=cfg.surrogate_epochs, seed=cfg.seed,
-            first_stage=cfg.first_stage, candidates_k=cfg.k, max_pairs=cfg.surrogate_max_pairs,
+            first_stage=cfg.first_stage, candidates_k=cfg.surrogate_candidates,
+            max_pairs=cfg.surrogate_max_pairs,
             lr=cfg.surrogate_lr, max_length=cfg.surrogate_max_length, progress=progress)
     elif cfg.surrogate == "victim":
-        if not getattr(victim, "differentiable", False):
-            raise ValueError(f"surrogate='victim' needs a differentiable victim; {cfg.ranker!r} is "
-                             "not. Use surrogate='imitation' or a model path")
+        if search == "prada" and not getattr(victim, "differentiable", False):
+            raise ValueError(f"search 'prada' with surrogate 'victim' needs a differentiable "
+                             f"victim; {cfg.ranker!r} is not. Use --search greedy (white-box "
+                             "search through the oracle), an imitation surrogate or a model path")
         sur = victim
     else:
         from rankers import load_ranker
@@ -236,15 +262,21 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
     if cfg.method == "word-substitution":
         from attacks.word_substitution import WordSubstitutionAttack
 
-        attack = WordSubstitutionAttack(sur, threat_model, max_words=cfg.max_words, max_pp=cfg.max_pp,
-                                        competitors_k=cfg.competitors_k, query_budget=cfg.budget,
-                                        tie_rule=cfg.tie_rule, goal=cfg.goal, goal_k=cfg.goal_k, seed=cfg.seed)
-        oracle = Oracle(victim, access="rank", tie_rule=cfg.tie_rule)
+        # white-box (surrogate 'victim'): greedy/beam search on the victim's scores through the
+        # oracle, every scored document counted; prada takes the victim's gradients instead
+        white = cfg.surrogate == "victim" and search != "prada"
+        attack = WordSubstitutionAttack(
+            None if white else sur, threat_model, search=search, white_box=white,
+            max_words=cfg.max_words, max_pp=cfg.max_pp, n_candidates=cfg.n_candidates,
+            rescore=cfg.rescore, beam_width=cfg.beam_width, max_screen=cfg.max_screen,
+            competitors_k=cfg.competitors_k, query_budget=cfg.budget, tie_rule=cfg.tie_rule,
+            goal=cfg.goal, goal_k=cfg.goal_k, seed=cfg.seed)
+        oracle = Oracle(victim, access="score" if white else "rank", tie_rule=cfg.tie_rule)
     else:
         from attacks.textattack_backend import TextAttackWordSubstitution
 
         attack = TextAttackWordSubstitution(threat_model, max_words=cfg.max_words, max_pp=cfg.max_pp,
-                                            query_budget=cfg.budget, search=cfg.search,
+                                            query_budget=cfg.budget, search=search,
                                             goal=cfg.goal or "improve", goal_k=cfg.goal_k,
                                             tie_rule=cfg.tie_rule, seed=cfg.seed)
         oracle = Oracle(victim, access="score", tie_rule=cfg.tie_rule)

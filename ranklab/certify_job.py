@@ -73,8 +73,22 @@ class CertifyConfig(RankingConfig):
     futility: float = param(3.0, "adaptive mode: give up on a list when estimates moved this many "
                             "SDs still cannot separate at the cap (<= 0: never give up)",
                             unit="standard deviations")
-    max_set_size: int = param(100, "largest smoothing set (published construction: 100)",
-                              unit="words", min=1)
+    max_set_size: int = param(100, "largest smoothing set (published construction: 100) or "
+                              "cluster (clustered sets)", unit="words", min=1)
+    smoothing: str = param("synonym", "smoothing noise: synonym (random substitutions from the "
+                           "smoothing sets, certificates against the threat) or mask (random "
+                           "maskings keeping a share of the words, certificates against ANY "
+                           "substitution of r words)", choices=("synonym", "mask"))
+    sets: str = param("published", "synonym smoothing sets: published (components / most similar "
+                      "members) or clustered (a bounded partition of the neighbour graph, so most "
+                      "substitutions stay inside one set)", choices=("published", "clustered"))
+    keep: float = param(0.3, "mask smoothing: share of a document's words each masking keeps",
+                        unit="fraction, 0-1", gt=0, max=1)
+    mask: str = param("token", "mask smoothing: masked words become the tokenizer's mask token "
+                      "(token) or are removed (drop)", choices=("token", "drop"))
+    r_share: float | None = param(None, "attacker's budget as a share of each document's words "
+                                  "(r = floor(share x n)); instead of --R", unit="fraction, 0-1",
+                                  min=0, max=1)
     attack: dict | None = param(None, "attack outside documents of certified lists after "
                                 "certifying (see attack_certified_lists for keys)", cli=False)
 
@@ -93,6 +107,9 @@ class CertifyConfig(RankingConfig):
                                   f"{self.center!r}") from None
             if not math.isfinite(c):
                 raise ConfigError(f"center (--center) must be finite, got {self.center!r}")
+        if self.R is not None and self.r_share is not None:
+            raise ConfigError("give the attacker's budget once: R (--R, words) or r_share "
+                              "(--r-share, a share of each document's words)")
         if self.bound == "bernstein" and self.mode == "certdr":
             raise ConfigError("bound (--bound) bernstein does not go with mode (--mode) certdr "
                               "(the paper's test is Hoeffding's)")
@@ -129,7 +146,7 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
     ``certify_s``, ``report`` (the HTML path or None) and the main parameters.
     """
     from attacks.threat import load_threat_model, symmetric_closure
-    from defenses.certify import certify
+    from defenses.certify import certify, smoothing_params
     from defenses.smoothing import SmoothedRanker, SmoothingSets, default_temperature
     from ranklab.collections import load_collection
 
@@ -148,16 +165,29 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
     same = cfg.ranker == "bm25" and cfg.first_stage == "bm25"
     base_run = cands.copy() if same else base.transform(cands)
 
-    threat_model = load_threat_model(cfg.threat)
-    if cfg.symmetric:
-        threat_model = symmetric_closure(threat_model, col)
-    sets = SmoothingSets(threat_model, max_set_size=cfg.max_set_size)
-
     c = float(np.median(base_run["score"].to_numpy(dtype=float))) if cfg.center == "auto" \
         else float(cfg.center)
     T = default_temperature(base) if cfg.temperature is None else cfg.temperature
-    smoothed = SmoothedRanker(base, sets, n_samples=cfg.samples, seed=cfg.seed, temperature=T,
-                              center=c)
+    threat_model = sets = None
+    if cfg.smoothing == "mask":  # certifies against any substitution: no threat model needed
+        from defenses.masking import MaskedSmoothedRanker
+
+        smoothed = MaskedSmoothedRanker(base, keep=cfg.keep, mask=cfg.mask,
+                                        n_samples=cfg.samples, seed=cfg.seed, temperature=T,
+                                        center=c)
+    else:
+        threat_model = load_threat_model(cfg.threat)
+        if cfg.symmetric:
+            threat_model = symmetric_closure(threat_model, col)
+        if cfg.sets == "clustered":
+            from defenses.clusters import cluster_sets
+
+            sets = cluster_sets(threat_model, texts=col.documents["text"].tolist(),
+                                max_size=cfg.max_set_size, seed=cfg.seed)
+        else:
+            sets = SmoothingSets(threat_model, max_set_size=cfg.max_set_size)
+        smoothed = SmoothedRanker(base, sets, n_samples=cfg.samples, seed=cfg.seed,
+                                  temperature=T, center=c)
     if progress:
         sizes = cands.groupby("qid").size()
         print(f"certifying {len(sizes)} lists of up to {int(sizes.max())} documents with up to "
@@ -168,7 +198,7 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
     t1 = time.perf_counter()
     cert = certify(smoothed, cands, ks=kept, alpha=cfg.alpha, mode=cfg.mode, R=cfg.R, n0=cfg.n0,
                    bound=cfg.bound, futility=cfg.futility if cfg.futility > 0 else None,
-                   progress=progress)
+                   progress=progress, r_share=cfg.r_share)
     certify_s = time.perf_counter() - t1
     n_forward = int(cert.frame.drop_duplicates("qid")["n_forward"].sum())
 
@@ -192,7 +222,7 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
     if cfg.attack:
         attack_frame, attack_info = attack_certified_lists(
             cert, smoothed, base, col, cands, cfg.attack, seed=cfg.seed, R=cfg.R,
-            progress=progress)
+            progress=progress, threat=threat_model or load_threat_model(cfg.threat))
 
     wall_s = time.perf_counter() - t0
     meta = {
@@ -200,9 +230,9 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
         "collection": col.name, "dataset": cfg.dataset,
         "collection_fingerprint": col.fingerprint, "first_stage": cfg.first_stage, "k": cfg.k,
         "n_queries": int(cands["qid"].nunique()), "query_seed": cfg.seed,
-        "threat": threat_model.name, "threat_spec": cfg.threat,
-        "threat_fingerprint": threat_model.fingerprint, "symmetric": cfg.symmetric,
-        "sets_fingerprint": sets.fingerprint, "max_set_size": cfg.max_set_size,
+        **smoothing_params(smoothed), "threat_spec": cfg.threat, "symmetric": cfg.symmetric,
+        "sets": cfg.sets if sets is not None else None,
+        "cluster_info": getattr(sets, "cluster_info", None), "r_share": cfg.r_share,
         "squash": "sigmoid", "temperature": T, "dtype": cfg.dtype, "center": c,
         "mode": cfg.mode, "bound": cfg.bound, "alpha": cfg.alpha, "N": cfg.samples,
         "n0": cert.params.get("n0"), "futility": cert.params.get("futility"), "R": cfg.R,
@@ -218,14 +248,19 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
     summary = {f"CRQ@{int(K)}": float(v) for K, v in zip(cert.crq["K"], cert.crq["CRQ"])}
     summary.update({"n_queries": meta["n_queries"], "k": cfg.k, "N": cfg.samples,
                     "mode": cfg.mode, "bound": cfg.bound, "alpha": cfg.alpha, "R": cfg.R,
-                    "temperature": T, "center": c,
-                    "threat_fingerprint": threat_model.fingerprint})
+                    "temperature": T, "center": c, "smoothing": cfg.smoothing,
+                    "r_share": cfg.r_share,
+                    "threat_fingerprint": meta["threat_fingerprint"]})
     for m in MEASURES:
         summary[f"{m}_base"] = eff_b.get(m)
         summary[f"{m}_smoothed"] = eff_s.get(m)
     summary.update({"n_forward": n_forward,
                     "n_forward_per_query": n_forward / max(meta["n_queries"], 1),
                     "median_radius": float(cert.docs["delta"].median())})
+    for K in kept:  # the lists' certified radii (largest certified budget), median over lists
+        rows = cert.frame[(cert.frame["K"] == K) & ~cert.frame["trivial"]]
+        if "radius_share" in rows and len(rows):
+            summary[f"radius_share@{K}"] = float(rows["radius_share"].median())
     paths = None
     if out_dir is not None:
         from ranklab.report import write_report
@@ -262,7 +297,7 @@ _ATTACK_KEYS = {"K", "per_list", "max_lists", "max_words", "max_pp", "surrogate"
 
 
 def attack_certified_lists(cert, smoothed, base, col, cands, params: dict, seed: int = 0,
-                           R: int | None = None, progress: bool = True):
+                           R: int | None = None, progress: bool = True, threat=None):
     """Attack outside documents of certified and uncertified lists of the smoothed ranker.
 
     The victim is the smoothed ranker itself (through a rank-access :class:`rankers.Oracle`,
@@ -354,7 +389,7 @@ def attack_certified_lists(cert, smoothed, base, col, cands, params: dict, seed:
         max_words = min(max_words, int(R))
     if max_words < 1:
         raise ValueError("the attack needs max_words >= 1 (and R >= 1)")
-    atk = WordSubstitutionAttack(sur, smoothed.threat, max_words=max_words,
+    atk = WordSubstitutionAttack(sur, threat if threat is not None else smoothed.threat, max_words=max_words,
                                  max_pp=params.get("max_pp"),
                                  competitors_k=int(params.get("competitors_k", 99)),
                                  goal="topk", goal_k=K, seed=seed)

@@ -11,7 +11,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ranklab.config import JobConfig, param
+from ranklab.config import ConfigError, JobConfig, param
 
 __all__ = ["TrainJobConfig", "run_train_job"]
 
@@ -35,10 +35,20 @@ class TrainJobConfig(JobConfig):
                                     "given)", unit="queries", min=1)
     max_length: int = param(256, "model input length", unit="tokens", min=16)
     seed: int = param(0, "seeds the groups, the initialisation and the batch order", min=0)
-    noise: str | None = param(None, "train on randomly substituted copies: a threat-model spec "
-                              "(the smoothing noise of certification)")
+    noise: str | None = param(None, "train on the noise a smoothed ranker draws from (matched "
+                              "noisy training): mask:keep=0.3 | clusters:max_size=100 | a "
+                              "threat-model spec for the published synonym sets (defenses.noise)")
     noise_fresh: bool = param(False, "fresh substitution draws every epoch (else one per "
                               "document)")
+
+    def check(self) -> None:
+        if self.noise is not None:
+            from defenses.noise import parse_noise_spec
+
+            try:
+                parse_noise_spec(self.noise)
+            except ValueError as e:
+                raise ConfigError(f"noise (--noise): {e}") from None
 
 
 def run_train_job(cfg: TrainJobConfig, out: str | Path, progress: bool = True) -> dict:
@@ -54,12 +64,15 @@ def run_train_job(cfg: TrainJobConfig, out: str | Path, progress: bool = True) -
     if not groups:
         raise ValueError(f"{col.name}: no training group (no judged query has a relevant document "
                          f"and a negative in the {cfg.first_stage} top {cfg.k}); check the qrels")
+    model = new_cross_encoder(cfg.base, seed=cfg.seed, max_length=cfg.max_length)
     transform = None
     if cfg.noise:
-        from defenses.smoothing import noise_transform
+        from defenses.noise import make_noise_transform
 
-        transform = noise_transform(cfg.noise, fresh_per_epoch=cfg.noise_fresh, seed=cfg.seed)
-    model = new_cross_encoder(cfg.base, seed=cfg.seed, max_length=cfg.max_length)
+        transform = make_noise_transform(
+            cfg.noise, texts=col.documents["text"].tolist(), seed=cfg.seed,
+            mask_token=getattr(getattr(model, "tokenizer", None), "mask_token", None),
+            fresh_per_epoch=cfg.noise_fresh)
     train_cfg = TrainConfig(loss=cfg.loss, epochs=cfg.epochs, lr=cfg.lr,
                             batch_size=cfg.batch_size, seed=cfg.seed)
     t = time.perf_counter()

@@ -180,3 +180,36 @@ def test_corrupt_cached_surrogate_is_rebuilt(synthetic, tiny_cross_path, tmp_pat
     assert second["imitation"]["cached"] is False and second["n_targets"] == first["n_targets"]
     _, third = run_attack_job(progress=False, **kw)
     assert third["imitation"]["cached"] is True
+
+
+def test_certify_job_masking_and_clustered_sets_end_to_end(synthetic, tmp_path, capsys):
+    table = tmp_path / "syn.json"
+    table.write_text(json.dumps({"bees": ["insects"], "honey": ["nectar"], "hot": ["warm"],
+                                 "warm": ["tepid"], "make": ["produce"]}))
+    base = ["certify", "--ranker", "term-weight", "--dataset", str(synthetic), "--k", "5",
+            "--samples", "32", "--ks", "1", "2", "--center", "0", "--quiet", "--json"]
+    code, out, _ = run_cli(base + ["--smoothing", "mask", "--mask", "drop", "--keep", "0.5",
+                                   "--r-share", "0.1", "--out", str(tmp_path / "m")], capsys)
+    s = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and s["smoothing"] == "mask" and s["r_share"] == 0.1
+    meta = json.loads((tmp_path / "m" / "report.json").read_text())["meta"]
+    assert meta["smoothing"] == "mask" and meta["keep"] == 0.5 and meta["mask"] == "drop"
+    assert "--smoothing mask" in meta["command"] and "--r-share 0.1" in meta["command"]
+    code, out, _ = run_cli(base + ["--threat", f"table:{table}", "--sets", "clustered",
+                                   "--out", str(tmp_path / "c")], capsys)
+    meta = json.loads((tmp_path / "c" / "report.json").read_text())["meta"]
+    assert code == 0 and meta["sets"] == "clustered" and meta["cluster_info"]["max_size"] == 100
+    code, _, err = run_cli(base + ["--R", "2", "--r-share", "0.1"], capsys)
+    assert code == 2 and "--r-share" in err
+
+
+def test_train_with_matched_masking_noise(synthetic, tiny_cross_path, tmp_path, capsys):
+    code, out, _ = run_cli(["train", "--base", str(tiny_cross_path), "--dataset", str(synthetic),
+                            "--k", "6", "--group-size", "3", "--max-length", "32", "--quiet",
+                            "--noise", "mask:keep=0.5", "--out", str(tmp_path / "m")], capsys)
+    assert code == 0 and "saved to" in out
+    card = json.loads((tmp_path / "m" / "ranklab_training.json").read_text())
+    assert card["job"]["noise"] == "mask:keep=0.5"
+    code, _, err = run_cli(["train", "--base", str(tiny_cross_path), "--dataset", str(synthetic),
+                            "--noise", "mask:kep=0.5", "--out", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "kep" in err
