@@ -273,6 +273,41 @@ def load_irds(dataset_id: str) -> Collection:
     return Collection(dataset_id, documents, queries, qrels)
 
 
+_FP_CACHE: dict[tuple, str] = {}
+
+
+def data_fingerprint(spec: str | os.PathLike) -> str:
+    """A 16-hex digest of the bytes of a collection's files, for job ids and caches.
+
+    For ``"demo"`` or a BEIR folder: ``corpus.jsonl``, ``queries.jsonl``, every file under
+    ``qrels/``, ``topics.tsv`` and ``runs/*.trec`` (relative name, size and content of each), so
+    editing any judgment changes it. Memoised per process by (path, size, mtime). ``irds:`` ids
+    have no local files: ``"irds:<id>"`` is returned as is. An unknown spec gives ``""`` (loading
+    it fails with its own error).
+    """
+    s = str(spec)
+    if s.startswith("irds:"):
+        return s
+    path = BUILTIN.get(s) or Path(s).expanduser()
+    if not path.is_dir():
+        return ""
+    files = [path / "corpus.jsonl", path / "queries.jsonl", path / "topics.tsv"]
+    files += sorted(p for p in (path / "qrels").rglob("*") if p.is_file())
+    files += sorted((path / "runs").glob("*.trec"))
+    files = [f for f in files if f.is_file()]
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    got = _FP_CACHE.get(stats)
+    if got is None:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.relative_to(path).as_posix()}\0{f.stat().st_size}\0".encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        got = _FP_CACHE[stats] = h.hexdigest()[:16]
+    return got
+
+
 def load_collection(spec: str | os.PathLike, split: str = "test") -> Collection:
     """A collection from ``"demo"``, a BEIR folder path, or ``"irds:<id>"``."""
     if isinstance(spec, Collection):

@@ -1,8 +1,14 @@
 """Soundness and bad input (issue 10): one test per case, each failing before its fix."""
 from __future__ import annotations
 
+import errno
 import itertools
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +23,7 @@ from rankers.bm25 import BM25Ranker
 from rankers.lexical import TermWeightRanker
 
 QUERY = "query"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # == 1. soundness: the radius is computed on what the ranker sees ==============================
@@ -186,3 +193,111 @@ def test_k_at_least_list_length_is_not_certified():
     assert f.loc[3, "trivial"] and f.loc[5, "trivial"]
     assert cert.summary()["crq"] == {1: 1.0, 3: 0.0, 5: 0.0}
     assert cert.params["short_lists"] == {1: 0, 3: 1, 5: 1}
+
+
+# == 2. sweeps: results never lost, never stale, never shared ===================================
+def _sweep_cfg(dataset, ks=(1,)):
+    return {"name": "t", "rankers": ["bm25"], "datasets": [str(dataset)], "seeds": [0],
+            "studies": [{"kind": "evaluate", "params": {"measures": ["nDCG@10"]},
+                         "grid": {"k": list(ks)}}]}
+
+
+def _lines(path):
+    return [json.loads(x) for x in Path(path).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("fault", ["enospc", "short-zero"])
+def test_sweep_full_disk_fails_loudly_without_a_torn_row(synthetic, tmp_path, monkeypatch, fault):
+    from ranklab import sweep
+
+    out = tmp_path / "out"
+    sweep.run_sweep(_sweep_cfg(synthetic), out, progress=False)  # one row written for real
+    real_write = os.write
+    calls = {"n": 0}
+
+    def full_disk(fd, data):  # half of the bytes go through, then the disk is full
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        if fault == "enospc":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return 0
+
+    monkeypatch.setattr(sweep.os, "write", full_disk)
+    with pytest.raises(OSError, match=r"results\.jsonl.*free disk space"):
+        sweep.run_sweep(_sweep_cfg(synthetic, ks=(1, 2)), out, progress=False)
+    monkeypatch.undo()
+    rows = _lines(out / "results.jsonl")  # every line parses: the torn half was removed
+    assert len(rows) == 1
+    table = sweep.run_sweep(_sweep_cfg(synthetic, ks=(1, 2)), out, progress=False)
+    assert len(table) == 2
+
+
+def test_sweep_keeps_a_complete_last_row_without_newline(synthetic, tmp_path):
+    from ranklab.sweep import run_sweep
+
+    out = tmp_path / "out"
+    run_sweep(_sweep_cfg(synthetic), out, progress=False)
+    res = out / "results.jsonl"
+    row = _lines(res)[0]
+    res.write_text(json.dumps({**row, "marker": "kept"}))  # no trailing newline
+    run_sweep(_sweep_cfg(synthetic, ks=(1, 2)), out, progress=False)
+    rows = _lines(res)
+    assert len(rows) == 2 and [r["job_id"] for r in rows].count(row["job_id"]) == 1
+    assert rows[0].get("marker") == "kept"  # not deleted and rerun
+
+
+def test_sweep_output_folder_is_locked(synthetic, tmp_path):
+    from ranklab.sweep import SweepLockedError, _FolderLock, run_sweep
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with _FolderLock(out):
+        with pytest.raises(SweepLockedError, match=rf"pid {os.getpid()} on host .*another --out"):
+            run_sweep(_sweep_cfg(synthetic), out, progress=False)
+    assert not (out / "results.jsonl").exists()
+    assert len(run_sweep(_sweep_cfg(synthetic), out, progress=False)) == 1  # released
+
+
+def test_sweep_lock_held_by_another_process(synthetic, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    code = ("import sys, time; from pathlib import Path; from ranklab.sweep import _FolderLock\n"
+            "with _FolderLock(Path(sys.argv[1])):\n    print('locked', flush=True)\n"
+            "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        from ranklab.sweep import SweepLockedError, run_sweep
+
+        with pytest.raises(SweepLockedError, match=rf"pid {proc.pid} "):
+            run_sweep(_sweep_cfg(synthetic), out, progress=False)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sweep_job_id_changes_when_the_qrels_change(synthetic, tmp_path):
+    from ranklab.sweep import expand, run_sweep
+
+    out = tmp_path / "out"
+    first = run_sweep(_sweep_cfg(synthetic), out, progress=False)
+    ids = [j.job_id for j in expand(_sweep_cfg(synthetic))]
+    q = synthetic / "qrels" / "test.tsv"
+    q.write_text(q.read_text().replace("q1\td2\t1", "q1\td2\t0"))
+    assert [j.job_id for j in expand(_sweep_cfg(synthetic))] != ids
+    second = run_sweep(_sweep_cfg(synthetic), out, progress=False)
+    assert len(second) == 2  # recomputed, not reused
+    assert second["nDCG@10"].iloc[1] != first["nDCG@10"].iloc[0]
+
+
+def test_sweep_variables_never_come_from_the_environment(tmp_path, monkeypatch):
+    from ranklab.sweep import ConfigError, load_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text("datasets: ['${SECRET_TOKEN}']\nstudies: [{kind: evaluate}]\n")
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    with pytest.raises(ConfigError, match="--var SECRET_TOKEN=.*not read"):
+        load_config(p)
+    assert load_config(p, {"SECRET_TOKEN": "demo"})["datasets"] == ["demo"]
