@@ -301,3 +301,136 @@ def test_sweep_variables_never_come_from_the_environment(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="--var SECRET_TOKEN=.*not read"):
         load_config(p)
     assert load_config(p, {"SECRET_TOKEN": "demo"})["datasets"] == ["demo"]
+
+
+# == 3. data read wrongly ======================================================================
+def _write_qrels(folder, text):
+    (folder / "qrels" / "test.tsv").write_text(text)
+
+
+def test_qrels_without_header_keeps_the_first_judgment(synthetic):
+    from ranklab.collections import load_collection
+
+    _write_qrels(synthetic, "q1\td1\t2\nq1\td2\t1\nq2\td3\t2\n")
+    col = load_collection(str(synthetic))
+    assert len(col.qrels) == 3 and col.qrels.iloc[0].tolist() == ["q1", "d1", 2]
+
+
+def test_qrels_header_by_names_and_trec_format(synthetic):
+    from ranklab.collections import read_qrels
+
+    _write_qrels(synthetic, "query-id\tcorpus-id\tscore\nq1\td1\t2\n")
+    assert read_qrels(synthetic / "qrels" / "test.tsv").values.tolist() == [["q1", "d1", 2]]
+    _write_qrels(synthetic, "q1 0 d1 2\nq2 0 d3 1.0\n")
+    assert read_qrels(synthetic / "qrels" / "test.tsv").values.tolist() == [
+        ["q1", "d1", 2], ["q2", "d3", 1]]
+
+
+def test_qrels_float_label_is_rejected_with_file_and_line(synthetic):
+    from ranklab.collections import CollectionError, load_collection
+
+    _write_qrels(synthetic, "query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1.5\n")
+    with pytest.raises(CollectionError, match=r"test\.tsv:3: relevance label '1\.5' is not an "
+                                              r"integer"):
+        load_collection(str(synthetic))
+
+
+def test_qrels_conflicting_duplicate_is_rejected(synthetic):
+    from ranklab.collections import CollectionError, load_collection, read_qrels
+
+    _write_qrels(synthetic, "query-id\tcorpus-id\tscore\nq1\td1\t2\nq2\td3\t1\nq1\td1\t0\n")
+    with pytest.raises(CollectionError, match=r"test\.tsv:4: .*'q1'.*'d1'.*judged 0 here and 2 "
+                                              r"at line 2"):
+        load_collection(str(synthetic))
+    _write_qrels(synthetic, "q1\td1\t2\nq1\td1\t2\n")
+    with pytest.warns(UserWarning, match="repeated"):
+        assert len(read_qrels(synthetic / "qrels" / "test.tsv")) == 1
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", r"corpus\.jsonl holds no documents"),
+    (b'{"_id": "d1", "text": "bees"}\n{"text": "no id"}\n', r"corpus\.jsonl:2: the document has "
+                                                          r"no '_id'"),
+    (b'{"_id": "d1", "text": "bees"}\n{"_id": "d2", "text": "caf\xe9"}\n',
+     r"corpus\.jsonl:2: not UTF-8 \(byte 0xe9"),
+    (b'{"_id": "d1", "text": ["a"]}\n', r"corpus\.jsonl:1: 'text' must be a string"),
+])
+def test_corpus_errors_name_file_and_line(synthetic, content, match):
+    from ranklab.collections import CollectionError, load_collection
+
+    (synthetic / "corpus.jsonl").write_bytes(content)
+    with pytest.raises(CollectionError, match=match):
+        load_collection(str(synthetic))
+
+
+@pytest.mark.parametrize("line,match", [
+    ("q1 Q0 d1 1 2.5", r"run1\.trec:2: a TREC run line has 6 fields"),
+    ("q1 Q0 d1 one 2.5 t", r"run1\.trec:2: rank 'one' is not an integer"),
+    ("q1 Q0 d1 1 nan t", r"run1\.trec:2: score 'nan' is not a finite number"),
+])
+def test_malformed_trec_run_names_file_and_line(synthetic, line, match):
+    from ranklab.collections import CollectionError, load_collection
+
+    (synthetic / "runs").mkdir()
+    (synthetic / "runs" / "run1.trec").write_text(f"q1 Q0 d2 1 3.0 t\n{line}\n")
+    with pytest.raises(CollectionError, match=match):
+        load_collection(str(synthetic))
+
+
+def test_wordless_queries_are_left_out_with_a_warning(synthetic):
+    from ranklab.collections import load_collection
+
+    with open(synthetic / "queries.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "q8", "text": "?!"}) + "\n")
+        f.write(json.dumps({"_id": "q9", "text": " "}) + "\n")
+    _write_qrels(synthetic, "q1\td1\t2\nq8\td2\t1\nq9\td3\t1\n")
+    col = load_collection(str(synthetic))
+    with pytest.warns(UserWarning, match=r"2 of 5 queries have no word.*left out"):
+        run = col.candidates("bm25", k=3)
+    assert set(run["qid"]) == {"q1", "q2", "q3"}
+
+
+def test_evaluate_partial_run_says_how_many_queries():
+    import ranklab
+
+    qrels = pd.DataFrame({"qid": [f"q{i}" for i in range(10)], "docno": "d", "label": 1})
+    run = pd.DataFrame({"qid": ["q0", "q1"], "docno": ["d", "x"], "score": [1.0, 1.0]})
+    with pytest.warns(UserWarning, match=r"ranks 2 of the 10 queries.*means over those 2"):
+        res = ranklab.evaluate(run, qrels, ["RR@10"])
+    assert res == {"RR@10": 0.5} and res.n_queries == 2 and res.n_qrels_queries == 10
+    assert len(res.missing) == 8
+
+
+def test_evaluate_one_string_is_one_measure_and_trec_names():
+    import ranklab
+
+    qrels = pd.DataFrame({"qid": ["q0", "q0"], "docno": ["a", "b"], "label": [1, 0]})
+    run = pd.DataFrame({"qid": "q0", "docno": ["b", "a"], "score": [2.0, 1.0]})
+    assert ranklab.evaluate(run, qrels, "RR@10") == {"RR@10": 0.5}
+    got = ranklab.evaluate(run, qrels, ["ndcg_cut_10", "recip_rank", "map", "P_10"])
+    assert list(got) == ["nDCG@10", "RR", "AP", "P@10"]
+    assert got["RR"] == 0.5 and got["AP"] == 0.5 and got["P@10"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="unknown measure 'ndgc@10'.*ndcg_cut_10"):
+        ranklab.evaluate(run, qrels, "ndgc@10")
+
+
+def test_evaluate_rejects_nan_scores():
+    import ranklab
+
+    qrels = pd.DataFrame({"qid": ["q0"], "docno": ["a"], "label": [1]})
+    run = pd.DataFrame({"qid": "q0", "docno": ["a", "b"], "score": [float("nan"), 1.0]})
+    with pytest.raises(ValueError, match=r"1 score\(s\) .*NaN.*docno 'a'"):
+        ranklab.evaluate(run, qrels, ["nDCG@10"])
+
+
+@pytest.mark.parametrize("call", [
+    lambda r: r.score_pairs("abc", "xyz"),
+    lambda r: r.score_pairs(["abc"], "x"),
+    lambda r: r.score("query", "a document"),
+    lambda r: r.rank("query", "a document"),
+])
+def test_score_pairs_refuses_a_lone_string(call):
+    from rankers.base import RankerError
+
+    with pytest.raises(RankerError, match="single str.*split into characters"):
+        call(TermWeightRanker({"a": 1.0}))
