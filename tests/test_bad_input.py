@@ -434,3 +434,125 @@ def test_score_pairs_refuses_a_lone_string(call):
 
     with pytest.raises(RankerError, match="single str.*split into characters"):
         call(TermWeightRanker({"a": 1.0}))
+
+
+# == 4. loading and training errors ============================================================
+def _copy_model(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_broken_config_json_names_the_path(tiny_cross_path, tmp_path):
+    from rankers.loading import ModelLoadError, is_loadable_model_dir, load_ranker
+
+    p = _copy_model(tiny_cross_path, tmp_path / "m")
+    (p / "config.json").write_text('{"architectures": ["BertForSequenceClassification"],')
+    for spec in (f"cross-encoder:{p}", str(p)):
+        with pytest.raises(ModelLoadError, match=rf"{re.escape(str(p))}/config\.json is not "
+                                                 r"valid JSON.*damaged"):
+            load_ranker(spec)
+    assert not is_loadable_model_dir(p)
+
+
+def test_truncated_weights_name_the_path(tiny_cross_path, tmp_path):
+    from rankers.loading import ModelLoadError, is_loadable_model_dir, load_ranker
+
+    p = _copy_model(tiny_cross_path, tmp_path / "m")
+    w = p / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(ModelLoadError, match=rf"{re.escape(str(w))} is damaged.*truncated"):
+        load_ranker(f"cross-encoder:{p}")
+    assert not is_loadable_model_dir(p)
+    assert is_loadable_model_dir(tiny_cross_path)
+
+
+def test_truncated_weights_cli_exits_2_with_the_path(tiny_cross_path, synthetic, tmp_path, capsys):
+    from ranklab.cli import main
+
+    p = _copy_model(tiny_cross_path, tmp_path / "m")
+    w = p / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    assert main(["evaluate", "--ranker", f"cross-encoder:{p}", "--dataset", str(synthetic),
+                 "--k", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors is damaged" in err and "Traceback" not in err
+
+
+def test_hub_id_offline_says_to_pass_a_local_folder(monkeypatch):
+    from rankers.loading import ModelLoadError, load_ranker
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=r"'cross-encoder:no-such-org/no-such-model'.*not a "
+                                             r"local folder.*hub.*Offline, pass the path of a "
+                                             r"local model folder"):
+        load_ranker("cross-encoder:no-such-org/no-such-model")
+
+
+def test_encoder_without_trained_head_refuses_to_load_as_cross_encoder(tiny_bi_path):
+    from rankers.loading import ModelLoadError, is_loadable_model_dir, load_ranker
+
+    with pytest.raises(ModelLoadError, match=r"no trained ranking head.*random.*bi-encoder:"):
+        load_ranker(f"cross-encoder:{tiny_bi_path}")
+    assert not is_loadable_model_dir(tiny_bi_path, "cross-encoder")
+    assert is_loadable_model_dir(tiny_bi_path, "bi-encoder")
+    assert load_ranker(f"bi-encoder:{tiny_bi_path}").score("bees", ["bees make honey"]).shape == (1,)
+
+
+def test_trained_models_still_load(tiny_cross_path, tmp_path):
+    from rankers.loading import is_loadable_model_dir, load_ranker
+    from rankers.training import new_cross_encoder, save_cross_encoder
+
+    fresh = new_cross_encoder(str(tiny_cross_path), seed=0)  # a seq-class checkpoint keeps its head
+    out = save_cross_encoder(fresh, tmp_path / "saved", {"note": "test"})
+    assert is_loadable_model_dir(out)
+    assert type(load_ranker(str(out))).__name__ == "CrossEncoder"
+
+
+@pytest.mark.parametrize("kw,match", [({"epochs": 0}, "epochs must be an integer >= 1.*never "
+                                                      "saved"),
+                                      ({"epochs": 1.5}, "epochs"), ({"batch_size": 0}, "batch_size"),
+                                      ({"lr": 0.0}, "lr"), ({"warmup": 2.0}, "warmup")])
+def test_train_config_rejects_bad_values_before_any_work(kw, match):
+    from rankers.training import TrainConfig
+
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_training_without_groups_fails_before_any_step(tiny_cross_path):
+    import torch
+
+    from rankers.training import Group, TrainConfig, new_cross_encoder, train_cross_encoder
+
+    m = new_cross_encoder(str(tiny_cross_path), seed=0)
+    before = [t.detach().clone() for t in m.model.parameters()]
+    with pytest.raises(ValueError, match=r"no training groups.*\(1 given\).*nothing was trained"):
+        train_cross_encoder(m, [Group("q", ["only a positive"])], TrainConfig(), progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, m.model.parameters()))
+
+
+# == end to end through the CLI (flags that keep their spelling) ===============================
+def test_cli_evaluate_float_label_exits_2_naming_file_and_line(synthetic, capsys):
+    from ranklab.cli import main
+
+    _write_qrels(synthetic, "q1\td1\t2\nq1\td2\t0.5\n")
+    assert main(["evaluate", "--ranker", "bm25", "--dataset", str(synthetic), "--k", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "test.tsv:2: relevance label '0.5' is not an integer" in err
+
+
+def test_cli_sweep_on_a_locked_folder_exits_2_naming_the_holder(synthetic, tmp_path, capsys):
+    from ranklab.cli import main
+    from ranklab.sweep import _FolderLock
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_sweep_cfg(synthetic)))
+    out = tmp_path / "out"
+    out.mkdir()
+    with _FolderLock(out):
+        assert main(["sweep", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"pid {os.getpid()}" in err and "another sweep" in err
+    assert not (out / "results.jsonl").exists()
