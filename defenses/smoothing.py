@@ -91,9 +91,11 @@ class SmoothingSets:
     Rules: words without neighbours have no smoothing set (``T_w = {w}``, never replaced) and
     ``q = 1``. An attackable word whose smoothing set is trivial gives ``q = 0`` (the bound is
     trivial for documents holding it, unless a budget ``R`` excludes it). A word with a neighbour
-    that is not a single ``\\w+`` word (e.g. ``"ice cream"``) also gives ``q = 0``: such a
-    substitution changes the word positions, which the position-wise bound does not cover; such
-    neighbours never enter smoothing sets.
+    that is not a single ``\\w+`` word once written in the word's case (e.g. ``"ice cream"``, or
+    ``"ǰa"`` in capitals) also gives ``q = 0``: such a substitution changes the word positions,
+    which the position-wise bound does not cover; such neighbours never enter smoothing sets.
+    ``q`` is computed on the strings the ranker sees (see the module docstring), so it depends
+    on the case pattern of the word as written (lower, Title, UPPER).
     """
 
     def __init__(self, threat: ThreatModel, max_set_size: int = 100,

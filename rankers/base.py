@@ -30,6 +30,20 @@ class RankerError(ValueError):
     """Bad input to a ranker (empty document, missing column, ...). The message says what to do."""
 
 
+def _check_sequence(value, what: str, call: str):
+    """``list(value)``, refusing a lone string (it would be split into characters)."""
+    if isinstance(value, (str, bytes)):
+        raise RankerError(
+            f"{call} takes a sequence of strings for {what}, got a single "
+            f"{type(value).__name__} ({value[:40]!r}), which would be split into characters; "
+            "pass a list with one string per pair (e.g. [text])")
+    try:
+        return list(value)
+    except TypeError:
+        raise RankerError(f"{call} takes a sequence of strings for {what}, got "
+                          f"{type(value).__name__}") from None
+
+
 def _check_texts(queries: Sequence[str], docs: Sequence[str]) -> None:
     if len(queries) != len(docs):
         raise RankerError(
@@ -67,7 +81,8 @@ class Ranker:
 
         Raises :class:`RankerError` for mismatched lengths and empty texts.
         """
-        queries, docs = list(queries), list(docs)
+        queries = _check_sequence(queries, "queries", "score_pairs")
+        docs = _check_sequence(docs, "docs", "score_pairs")
         _check_texts(queries, docs)
         if not queries:
             return np.zeros(0, dtype=np.float64)
@@ -79,13 +94,13 @@ class Ranker:
     # -- derived -------------------------------------------------------------------------------
     def score(self, query: str, docs: Sequence[str]) -> np.ndarray:
         """Scores of many documents for one query, shape ``(len(docs),)``."""
-        docs = list(docs)
+        docs = _check_sequence(docs, "docs", "score")
         return self.score_pairs([query] * len(docs), docs)
 
     def rank(self, query: str, docs: Sequence[str], docnos: Sequence[str] | None = None,
              qid: str = "q") -> pd.DataFrame:
         """Rank ``docs`` for ``query``: a run frame sorted by rank (1-based)."""
-        docs = list(docs)
+        docs = _check_sequence(docs, "docs", "rank")
         docnos = [str(i) for i in range(len(docs))] if docnos is None else [str(d) for d in docnos]
         if len(docnos) != len(docs):
             raise RankerError(f"{len(docnos)} docnos for {len(docs)} documents")

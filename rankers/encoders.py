@@ -235,9 +235,23 @@ class CrossEncoder(TransformerRanker):
     kind = "cross-encoder"
 
     def _load_model(self, path):
+        """The checkpoint's sequence-classification model; refuses one whose ranking head would
+        be newly initialised (random scores), e.g. a plain encoder folder."""
         from transformers import AutoModelForSequenceClassification
 
-        return AutoModelForSequenceClassification.from_pretrained(path)
+        from .loading import ModelLoadError
+
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, output_loading_info=True)
+        missing = list(info.get("missing_keys") or [])
+        if missing:
+            raise ModelLoadError(
+                f"{path} has no trained ranking head: {len(missing)} weight(s) would be "
+                f"initialised at random ({', '.join(missing[:3])}), so its scores would be "
+                "noise. Load a cross-encoder checkpoint (e.g. one written by `ranklab train`), "
+                f"train one from this encoder (`ranklab train --base {path} ...`), or use it "
+                f"as an embedding model: 'bi-encoder:{path}'")
+        return model
 
     def _logits_to_score(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.shape[-1] == 1:

@@ -15,6 +15,7 @@ tokenizer and a ``ranklab_training.json`` with the training parameters.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,8 +52,35 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        """Checked here, before any model is touched: a bad value never trains or saves."""
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; use one of {LOSSES}")
+
+        def integer(name, low):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}"
+                                 + (" (an untrained model is never saved)" if name == "epochs"
+                                    else ""))
+
+        def number(name, low, high=math.inf, low_open=False, high_open=False):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and \
+                math.isfinite(v) and (v > low if low_open else v >= low) and \
+                (v < high if high_open else v <= high)
+            if not ok:
+                lo, hi = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+                raise ValueError(f"{name} must be a number in {lo}{low}, {high}{hi}, got {v!r}")
+
+        integer("epochs", 1)
+        integer("batch_size", 1)
+        integer("seed", 0)
+        number("lr", 0.0, low_open=True)
+        number("margin", 0.0)
+        number("label_smoothing", 0.0, 1.0, high_open=True)
+        number("warmup", 0.0, 1.0)
+        number("weight_decay", 0.0)
+        number("max_grad_norm", 0.0, low_open=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -106,9 +134,15 @@ def train_cross_encoder(model: CrossEncoder, groups: Sequence[Group], cfg: Train
     from transformers import get_linear_schedule_with_warmup
 
     cfg = cfg or TrainConfig()
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    n_given = len(groups)
     groups = [g for g in groups if len(g.docs) >= 2]
     if not groups:
-        raise ValueError("no training groups with a positive and at least one negative")
+        raise ValueError(
+            f"no training groups with a positive and at least one negative ({n_given} given): "
+            "check that the qrels judge documents among the candidates (more candidates: a "
+            "larger k) and that the collection has judged positives; nothing was trained")
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net = model.model

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,9 @@ from rankers.base import add_ranks
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 BUILTIN = {"demo": DATA_DIR / "demo"}
+
+
+_HAS_WORD = re.compile(r"\w", re.UNICODE)
 
 
 class CollectionError(ValueError):
@@ -127,6 +132,12 @@ class Collection:
         for docno, text in zip(self.documents["docno"], self.documents["text"]):
             yield {"docno": docno, "text": text}
 
+    def wordless_queries(self) -> list[str]:
+        """qids of queries without a single ``\\w`` character (empty or punctuation only): no
+        ranker can rank for them, so candidate generation leaves them out (with a warning)."""
+        return [q for q, t in zip(self.queries["qid"], self.queries["query"])
+                if not _HAS_WORD.search(str(t))]
+
     # -- first stage -------------------------------------------------------------------------
     def bm25(self):
         """A BM25 ranker fitted on this collection's documents (built once)."""
@@ -147,13 +158,21 @@ class Collection:
             raise CollectionError("k must be >= 1")
         key = (first_stage, k)
         if key not in self._cand_cache:
+            blank = self.wordless_queries()
+            if blank:
+                warnings.warn(
+                    f"{self.name}: {len(blank)} of {len(self.queries)} queries have no word "
+                    f"(empty or punctuation only, e.g. qid {blank[0]!r}); they get no candidates "
+                    "and are left out of rankings and evaluation", UserWarning, stacklevel=2)
             if first_stage == "bm25":
-                qids_all = self.queries["qid"].tolist()
-                hits = self.bm25().retrieve(self.queries["query"].tolist(), k=k)
+                keep = ~self.queries["qid"].isin(blank)
+                qids_all = self.queries["qid"][keep].tolist()
+                hits = self.bm25().retrieve(self.queries["query"][keep].tolist(), k=k)
                 rows = [(q, d, s) for q, h in zip(qids_all, hits) for d, s in h]
                 run = pd.DataFrame(rows, columns=["qid", "docno", "score"])
             elif first_stage in self.runs:
                 run = self.runs[first_stage][["qid", "docno", "score"]].copy()
+                run = run[~run["qid"].astype(str).isin(blank)]
                 run = add_ranks(run)
                 run = run[run["rank"] <= k].drop(columns="rank")
             else:
@@ -177,41 +196,135 @@ class Collection:
 
 
 # -- file readers ------------------------------------------------------------------------------
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+def _lines(path: Path):
+    """``(line number, text)`` of each non-blank line, UTF-8 decoded; a bad byte names its line."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CollectionError(
+                    f"{path}:{n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
             if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise CollectionError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                yield n, line
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """``(line number, object)`` per non-blank line of a JSON-lines file."""
+    rows = []
+    for n, line in _lines(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CollectionError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise CollectionError(f"{path}:{n}: expected a JSON object per line, got "
+                                  f"{type(obj).__name__}")
+        rows.append((n, obj))
     return rows
 
 
+def _field(path: Path, n: int, obj: dict, key: str, what: str) -> str:
+    v = obj.get(key)
+    if v is None or isinstance(v, (dict, list, bool)):
+        raise CollectionError(f"{path}:{n}: {what} has no {key!r} field" if v is None else
+                              f"{path}:{n}: {key!r} must be a string, got {type(v).__name__}")
+    return str(v)
+
+
+#: Column names a qrels header line may use (case-insensitive).
+QRELS_HEADER_NAMES = {"query-id", "query_id", "qid", "queryid", "corpus-id", "corpus_id",
+                      "doc-id", "doc_id", "docid", "docno", "score", "label", "relevance",
+                      "rel", "grade", "iter", "iteration", "q0"}
+
+
+def _int_label(path: Path, n: int, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        x = float(text)
+    except ValueError:
+        x = None
+    if x is not None and x == x and x not in (float("inf"), float("-inf")) and x == int(x):
+        return int(x)
+    raise CollectionError(f"{path}:{n}: relevance label {text!r} is not an integer; qrels labels "
+                          "are integer grades (0, 1, 2, ...): round them in the file first")
+
+
 def read_qrels(path: str | Path) -> pd.DataFrame:
-    """Qrels from a BEIR tsv (header ``query-id corpus-id score``) or a TREC file
-    (``qid iter docno label``). Returns ``qid, docno, label``."""
+    """Qrels from a BEIR tsv (``query-id corpus-id score``, tab-separated, header optional) or a
+    TREC file (``qid iter docno label``). Returns ``qid, docno, label`` (integers).
+
+    A first line is a header only when it names columns (:data:`QRELS_HEADER_NAMES`), so a
+    headerless file keeps its first judgment. Labels must be integers (``2`` or ``2.0``; ``1.5``
+    is an error). A (qid, docno) judged twice with different labels is an error naming both
+    lines; an exact repeat is dropped with a warning. Errors name the file and line.
+    """
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
-    if first.lower().startswith("query-id") or "\t" in first and len(first.split("\t")) == 3:
-        df = pd.read_csv(path, sep="\t", dtype=str)
-        df.columns = ["qid", "docno", "label"][: len(df.columns)]
-    else:
-        df = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, names=["qid", "iter", "docno", "label"])
-        df = df.drop(columns="iter")
-    df["label"] = pd.to_numeric(df["label"], errors="raise").astype(int)
-    return df[["qid", "docno", "label"]]
+    rows, seen, dups = [], {}, 0
+    first = True
+    for n, line in _lines(path):
+        fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+        fields = [x.strip() for x in fields]
+        if first:
+            first = False
+            if any(x.lower() in QRELS_HEADER_NAMES for x in fields):
+                continue
+        if len(fields) == 3:
+            qid, docno, label = fields
+        elif len(fields) == 4:
+            qid, _, docno, label = fields
+        else:
+            raise CollectionError(
+                f"{path}:{n}: expected 3 tab-separated fields (query-id, corpus-id, score) or 4 "
+                f"TREC fields (qid iter docno label), got {len(fields)}: {line.strip()[:80]!r}")
+        lab = _int_label(path, n, label)
+        prev = seen.get((qid, docno))
+        if prev is not None:
+            if prev[0] != lab:
+                raise CollectionError(
+                    f"{path}:{n}: query {qid!r}, document {docno!r} is judged {lab} here and "
+                    f"{prev[0]} at line {prev[1]}; keep one judgment per pair")
+            dups += 1
+            continue
+        seen[(qid, docno)] = (lab, n)
+        rows.append((qid, docno, lab))
+    if dups:
+        warnings.warn(f"{path}: dropped {dups} repeated judgment(s) (same query, document and "
+                      "label)", stacklevel=2)
+    df = pd.DataFrame(rows, columns=["qid", "docno", "label"])
+    return df.astype({"qid": str, "docno": str, "label": int})
 
 
 def read_trec_run(path: str | Path) -> pd.DataFrame:
-    """A TREC run file (``qid Q0 docno rank score tag``) as ``qid, docno, score, rank``."""
-    df = pd.read_csv(path, sep=r"\s+", header=None, dtype=str,
-                     names=["qid", "q0", "docno", "rank", "score", "tag"])
-    df["score"] = df["score"].astype(float)
-    df["rank"] = df["rank"].astype(int)
-    return df[["qid", "docno", "score", "rank"]]
+    """A TREC run file (``qid Q0 docno rank score tag``) as ``qid, docno, score, rank``.
+
+    Every line needs 6 whitespace-separated fields, an integer rank and a finite score; errors
+    name the file and line.
+    """
+    path = Path(path)
+    rows = []
+    for n, line in _lines(path):
+        f = line.split()
+        if len(f) != 6:
+            raise CollectionError(f"{path}:{n}: a TREC run line has 6 fields (qid Q0 docno rank "
+                                  f"score tag), got {len(f)}: {line.strip()[:80]!r}")
+        try:
+            rank = int(f[3])
+        except ValueError:
+            raise CollectionError(f"{path}:{n}: rank {f[3]!r} is not an integer") from None
+        try:
+            score = float(f[4])
+        except ValueError:
+            score = float("nan")
+        if not math.isfinite(score):
+            raise CollectionError(f"{path}:{n}: score {f[4]!r} is not a finite number")
+        rows.append((f[0], f[2], score, rank))
+    return pd.DataFrame(rows, columns=["qid", "docno", "score", "rank"]).astype(
+        {"qid": str, "docno": str, "score": float, "rank": int})
 
 
 def write_trec_run(run: pd.DataFrame, path: str | Path, tag: str = "ranklab") -> None:
@@ -230,12 +343,20 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
                 f"{path} is not a BEIR folder: {p.name} is missing (expected corpus.jsonl, "
                 "queries.jsonl and qrels/<split>.tsv)")
     docs = _read_jsonl(corpus)
+    if not docs:
+        raise CollectionError(f"{corpus} holds no documents: a BEIR corpus has one JSON object "
+                              'per line, e.g. {"_id": "d1", "title": "", "text": "..."}')
     documents = pd.DataFrame({
-        "docno": [str(d["_id"]) for d in docs],
-        "text": [_doc_text(d) for d in docs],
+        "docno": [_field(corpus, n, d, "_id", "the document") for n, d in docs],
+        "text": [_doc_text(corpus, n, d) for n, d in docs],
     })
     qs = _read_jsonl(queries)
-    qframe = pd.DataFrame({"qid": [str(q["_id"]) for q in qs], "query": [q["text"] for q in qs]})
+    if not qs:
+        raise CollectionError(f"{queries} holds no queries: one JSON object per line, e.g. "
+                              '{"_id": "q1", "text": "..."}')
+    qframe = pd.DataFrame({"qid": [_field(queries, n, q, "_id", "the query") for n, q in qs],
+                           "query": [_field(queries, n, q, "text", "the query") for n, q in qs]})
+    qs = [q for _, q in qs]
     qrels_path = path / "qrels" / f"{split}.tsv"
     if qrels_path.is_file():
         qrels = read_qrels(qrels_path)
@@ -243,6 +364,8 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
         qrels = pd.DataFrame({"qid": pd.Series(dtype=str), "docno": pd.Series(dtype=str),
                               "label": pd.Series(dtype=int)})
     empty = documents["text"].str.strip().eq("")
+    if empty.all():
+        raise CollectionError(f"{corpus}: every document is empty (no title or text)")
     if empty.any():
         warnings.warn(f"{path.name}: dropped {int(empty.sum())} empty documents "
                       f"(e.g. docno {documents['docno'][empty].iloc[0]!r})", stacklevel=2)
@@ -258,7 +381,11 @@ def load_beir(path: str | Path, split: str = "test", name: str | None = None) ->
     return col
 
 
-def _doc_text(d: dict) -> str:
+def _doc_text(path: Path, n: int, d: dict) -> str:
+    for key in ("title", "text"):
+        if d.get(key) is not None and not isinstance(d[key], str):
+            raise CollectionError(f"{path}:{n}: {key!r} must be a string, got "
+                                  f"{type(d[key]).__name__}")
     title, text = (d.get("title") or "").strip(), (d.get("text") or "").strip()
     if title and not text.lower().startswith(title.lower()):
         return f"{title}. {text}" if text else title
@@ -307,6 +434,41 @@ def load_irds(dataset_id: str) -> Collection:
             f"could not load ir_datasets id {dataset_id!r} ({type(e).__name__}: {e}). Offline, "
             "use a local BEIR folder instead (corpus.jsonl, queries.jsonl, qrels/test.tsv).") from e
     return Collection(dataset_id, documents, queries, qrels)
+
+
+_FP_CACHE: dict[tuple, str] = {}
+
+
+def data_fingerprint(spec: str | os.PathLike) -> str:
+    """A 16-hex digest of the bytes of a collection's files, for job ids and caches.
+
+    For ``"demo"`` or a BEIR folder: ``corpus.jsonl``, ``queries.jsonl``, every file under
+    ``qrels/``, ``topics.tsv`` and ``runs/*.trec`` (relative name, size and content of each), so
+    editing any judgment changes it. Memoised per process by (path, size, mtime). ``irds:`` ids
+    have no local files: ``"irds:<id>"`` is returned as is. An unknown spec gives ``""`` (loading
+    it fails with its own error).
+    """
+    s = str(spec)
+    if s.startswith("irds:"):
+        return s
+    path = BUILTIN.get(s) or Path(s).expanduser()
+    if not path.is_dir():
+        return ""
+    files = [path / "corpus.jsonl", path / "queries.jsonl", path / "topics.tsv"]
+    files += sorted(p for p in (path / "qrels").rglob("*") if p.is_file())
+    files += sorted((path / "runs").glob("*.trec"))
+    files = [f for f in files if f.is_file()]
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    got = _FP_CACHE.get(stats)
+    if got is None:
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f"{f.relative_to(path).as_posix()}\0{f.stat().st_size}\0".encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        got = _FP_CACHE[stats] = h.hexdigest()[:16]
+    return got
 
 
 def load_collection(spec: str | os.PathLike, split: str = "test") -> Collection:

@@ -19,11 +19,22 @@ A study may override ``rankers``, ``datasets`` and ``seeds``. Parameters are che
 job kind's typed config (:mod:`ranklab.config`): a misspelt key or a value of the wrong type fails
 before anything runs, naming the key and what is allowed.
 
-Each job's id is a hash of its resolved config (kind and every parameter, defaults included). Results:
-``OUT/results.jsonl`` gets one row per finished job, appended (and fsync'ed) as it finishes; failed
-jobs go to ``OUT/failures.jsonl`` with their error, and the sweep goes on. Rerunning the same
-command skips every job whose id is already in ``results.jsonl`` (failed ones are retried), so an
-interrupted sweep (Ctrl-C, kill, crash) resumes without losing or duplicating rows. Job artifacts
+``${NAME}`` in a config string is replaced by the value given with ``--var NAME=VALUE``
+(``variables``) only, never by an environment variable: the value lands in result files, and a
+config must mean the same thing in every shell.
+
+Each job's id is a hash of its resolved config (kind and every parameter, defaults included) and of a
+fingerprint of the dataset's files (:func:`data_fingerprint`: the bytes of corpus, queries, qrels,
+topics and runs), so editing a collection's qrels gives new job ids instead of reusing stale
+metrics. Results: ``OUT/results.jsonl`` gets one row per finished job, appended (every byte
+written, then fsync'ed) as it finishes; a write that fails (a full disk) is undone and stops the
+sweep with an :class:`OSError` naming the file. Failed jobs go to ``OUT/failures.jsonl`` with
+their error, and the sweep goes on. Rerunning the same command skips every job whose id is
+already in ``results.jsonl`` (failed ones are retried), so an interrupted sweep (Ctrl-C, kill,
+crash) resumes without losing or duplicating rows; a last line without its newline is kept when
+it is a complete row and dropped only when it does not parse. One sweep at a time per output
+folder: ``OUT/.sweep.lock`` is held with an exclusive ``flock`` while a sweep runs, and a second
+sweep fails at once with :class:`SweepLockedError`, naming the pid and host that hold it. Job artifacts
 (runs, attack rows, certification reports) live in ``OUT/jobs/<job_id>/``. At the end
 ``results.csv`` (and ``results.parquet``) consolidate the table.
 
@@ -32,10 +43,12 @@ function of the job's config and seed.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
 import re
+import socket
 import sys
 import time
 import traceback
@@ -53,6 +66,14 @@ TIMING_SUFFIXES = ("_s", "finished_at")
 
 
 
+class SweepLockedError(RuntimeError):
+    """Another sweep holds the output folder; the message names its pid and host."""
+
+
+class SweepWriteError(OSError):
+    """A result row could not be written completely (full disk, read-only folder, ...)."""
+
+
 @dataclass(frozen=True)
 class Job:
     """One job of a sweep: its kind, the resolved config (every parameter, defaults included) and
@@ -62,6 +83,7 @@ class Job:
     config: JobConfig
     params: dict = field(default_factory=dict)
     study: str = ""
+    data: str = ""  # data_fingerprint(dataset), part of the job id
 
     @property
     def ranker(self) -> str:
@@ -77,11 +99,11 @@ class Job:
 
     def resolved(self) -> dict:
         return {"kind": self.kind, "ranker": self.ranker, "dataset": self.dataset, "seed": self.seed,
-                "params": self.params}
+                "params": self.params, "data_fingerprint": self.data}
 
     @property
     def job_id(self) -> str:
-        return self.config.job_id()
+        return self.config.job_id({"data_fingerprint": self.data} if self.data else None)
 
     def label(self) -> str:
         p = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
@@ -90,15 +112,17 @@ class Job:
 
 # -- config ---------------------------------------------------------------------------------------
 def _substitute(obj, variables: dict):
+    """Replace ``${NAME}`` by ``variables[NAME]``; never reads the environment."""
     if isinstance(obj, str):
         def rep(m):
             name = m.group(1)
             if name in variables:
                 return str(variables[name])
-            if name in os.environ:
-                return os.environ[name]
+            hint = (f" (the environment variable {name} is set, but environment variables are "
+                    "not read: the value would land in the results silently)"
+                    if name in os.environ else "")
             raise ConfigError(f"the config uses ${{{name}}} but no value was given: pass "
-                              f"--var {name}=VALUE (or set the environment variable {name})")
+                              f"--var {name}=VALUE{hint}")
         return re.sub(r"\$\{(\w+)\}", rep, obj)
     if isinstance(obj, list):
         return [_substitute(x, variables) for x in obj]
@@ -144,6 +168,7 @@ def _as_list(value, key):
 
 def expand(cfg: dict) -> list[Job]:
     """Validate a config and expand it into jobs (order: study, ranker, dataset, seed, grid)."""
+    from ranklab.collections import data_fingerprint
     from ranklab.jobs import KINDS
 
     bad = sorted(set(cfg) - TOP_KEYS)
@@ -184,11 +209,12 @@ def expand(cfg: dict) -> list[Job]:
             ds = str(dataset)
             if Path(ds).expanduser().is_dir():
                 ds = str(Path(ds).expanduser().resolve())
+            fp = data_fingerprint(ds)
             for combo in itertools.product(*(grid[k] for k in keys)):
                 p = {**params, **dict(zip(keys, combo))}
                 config = config_cls.from_params(p, where=f"{where} ({kind})", ranker=str(ranker),
                                                 dataset=ds, seed=int(seed))
-                jobs.append(Job(kind, config, p, st.get("name", f"{kind}#{i}")))
+                jobs.append(Job(kind, config, p, st.get("name", f"{kind}#{i}"), fp))
     ids = [j.job_id for j in jobs]
     dup = {x for x in ids if ids.count(x) > 1}
     if dup:
@@ -199,7 +225,11 @@ def expand(cfg: dict) -> list[Job]:
 
 # -- results files --------------------------------------------------------------------------------
 def _repair_tail(path: Path) -> None:
-    """Drop a partial last line left by a kill in the middle of a write."""
+    """Make the file end with a newline after its last complete row.
+
+    A last line without its newline is kept (a newline is added) when it parses as a JSON object,
+    and dropped only when it does not (a write torn by a kill).
+    """
     if not path.exists() or path.stat().st_size == 0:
         return
     with open(path, "rb+") as f:
@@ -207,17 +237,99 @@ def _repair_tail(path: Path) -> None:
         if f.read(1) == b"\n":
             return
         data = path.read_bytes()
-        f.truncate(data.rfind(b"\n") + 1)
+        cut = data.rfind(b"\n") + 1
+        try:
+            ok = isinstance(json.loads(data[cut:].decode("utf-8")), dict)
+        except (ValueError, UnicodeDecodeError):
+            ok = False
+        if ok:
+            f.seek(0, os.SEEK_END)
+            _write_all(f.fileno(), b"\n", path)
+        else:
+            f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_all(fd: int, data: bytes, path: Path) -> None:
+    """``os.write`` until every byte is written; a short write that makes no progress or an
+    OSError raises :class:`SweepWriteError` naming ``path``."""
+    view, done = memoryview(data), 0
+    try:
+        while done < len(data):
+            n = os.write(fd, view[done:])
+            if not n:
+                raise OSError(errno.ENOSPC, "no byte written")
+            done += n
+    except OSError as e:
+        raise SweepWriteError(
+            e.errno, f"could not write a result row to {path} ({e.strerror or e}): free disk "
+            "space or make the folder writable, then rerun the same command (finished jobs are "
+            "kept)", str(path)) from e
 
 
 def _append(path: Path, row: dict) -> None:
+    """Append one JSON line: every byte or nothing (a failed write is truncated away)."""
     line = (json.dumps(row, default=str, sort_keys=False) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line)  # one write of the whole line
-        os.fsync(fd)
+        start = os.fstat(fd).st_size
+        try:
+            _write_all(fd, line, path)
+            os.fsync(fd)
+        except OSError as e:
+            try:  # never leave a torn row behind
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            if isinstance(e, SweepWriteError):
+                raise
+            raise SweepWriteError(e.errno, f"could not save {path} ({e.strerror or e}): free disk "
+                                  "space, then rerun the same command", str(path)) from e
     finally:
         os.close(fd)
+
+
+class _FolderLock:
+    """An exclusive ``flock`` on ``OUT/.sweep.lock`` (released when the process ends)."""
+
+    NAME = ".sweep.lock"
+
+    def __init__(self, out: Path):
+        self.path = out / self.NAME
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                os.close(fd)
+                raise
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+            except (ValueError, UnicodeDecodeError):
+                holder = {}
+            os.close(fd)
+            who = (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started "
+                   f"{holder.get('started', '?')}")
+            raise SweepLockedError(
+                f"another sweep is writing to {self.path.parent} ({who}); wait for it to finish, "
+                "or stop it and rerun (finished jobs are kept), or use another --out") from None
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info, 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -303,7 +415,6 @@ def run_sweep(config, out: str | Path, jobs: int = 1, backend: str = "local", dr
               variables: dict | None = None, progress: bool = True, retry_failed: bool = True) -> pd.DataFrame:
     """Expand ``config`` and run the jobs not yet in ``OUT/results.jsonl``; returns
     :func:`load_results` (or, with ``dry_run``, the job list as a frame)."""
-    from tqdm.auto import tqdm
 
     cfg = load_config(config, variables)
     all_jobs = expand(cfg)
@@ -315,6 +426,12 @@ def run_sweep(config, out: str | Path, jobs: int = 1, backend: str = "local", dr
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown backend {backend!r}; use 'local' or 'ray'")
     out.mkdir(parents=True, exist_ok=True)
+    with _FolderLock(out):
+        return _run_locked(cfg, all_jobs, out, jobs, backend, progress, retry_failed)
+
+def _run_locked(cfg, all_jobs, out: Path, jobs, backend, progress, retry_failed) -> pd.DataFrame:
+    from tqdm.auto import tqdm
+
     results, failures = out / "results.jsonl", out / "failures.jsonl"
     _repair_tail(results)
     _repair_tail(failures)
@@ -354,7 +471,6 @@ def run_sweep(config, out: str | Path, jobs: int = 1, backend: str = "local", dr
             pass
     return table
 
-
 def _run_pool(pending, out, jobs, record):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -370,25 +486,28 @@ def _run_pool(pending, out, jobs, record):
             for fut in as_completed(futs):
                 j = futs[fut]
                 try:
-                    record(fut.result())
+                    row = fut.result()
                 except BrokenProcessPool:
                     if not broken:  # the crashed job is recorded; the innocent ones rerun
                         broken = True
                     todo.append(j)
+                    continue
                 except Exception as e:
-                    record({"job_id": j.job_id, "study": j.study, **j.resolved(), "status": "failed",
-                            "error": f"{type(e).__name__}: {e}"})
+                    row = {"job_id": j.job_id, "study": j.study, **j.resolved(), "status": "failed",
+                           "error": f"{type(e).__name__}: {e}"}
+                record(row)  # a failed write (SweepWriteError) stops the sweep
         if broken and todo:
             # run each remaining job alone once to find the one that kills its process
             for j in todo:
                 with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
                     try:
-                        record(pool.submit(_run_job_in_subprocess, j, out).result())
+                        row = pool.submit(_run_job_in_subprocess, j, out).result()
                     except Exception as e:
-                        record({"job_id": j.job_id, "study": j.study, **j.resolved(), "status": "failed",
-                                "error": f"worker process died: {type(e).__name__}: {e}"})
+                        row = {"job_id": j.job_id, "study": j.study, **j.resolved(),
+                               "status": "failed",
+                               "error": f"worker process died: {type(e).__name__}: {e}"}
+                record(row)
             todo = []
-
 
 def _run_ray(pending, out, jobs, record):
     try:
@@ -409,18 +528,17 @@ def _run_ray(pending, out, jobs, record):
             for ref in ready:
                 j = refs.pop(ref)
                 try:
-                    record(ray.get(ref))
+                    row = ray.get(ref)
                 except Exception as e:
-                    record({"job_id": j.job_id, "study": j.study, **j.resolved(), "status": "failed",
-                            "error": f"ray task failed: {type(e).__name__}: {e}"})
+                    row = {"job_id": j.job_id, "study": j.study, **j.resolved(), "status": "failed",
+                           "error": f"ray task failed: {type(e).__name__}: {e}"}
+                record(row)
     finally:
         if started:
             ray.shutdown()
 
-
 HEADLINE = ("nDCG@10", "RR@10", "ASR", "boost", "T10R", "PP", "queries_mean", "CRQ@1", "CRQ@3", "CRQ@5",
             "CRQ@10", "nDCG@10_smoothed", "wall_s")
-
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """A compact summary: one row per job (kind, ranker, dataset, seed, the grid parameters that
