@@ -130,7 +130,9 @@ def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
     d = 1.0 + z * z / n
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
+    lo = 0.0 if k <= 0 else max(0.0, c - h)  # exact ends: rounding must not exclude 0 or 1
+    hi = 1.0 if k >= n else min(1.0, c + h)
+    return lo, hi
 
 
 def _radius_stats(sub: pd.DataFrame) -> dict:

@@ -148,7 +148,9 @@ def test_bounds_basic():
                                                   ("adaptive", "hoeffding", None, 16, 1),
                                                   ("adaptive", "bernstein", 1, 16, 1),
                                                   ("adaptive", "hoeffding", 2, 16, 1),
-                                                  ("adaptive", "hoeffding", 1, 4, 2)])
+                                                  ("adaptive", "hoeffding", 1, 4, 2),
+                                                  ("rigorous", "kl", None, None, 1),
+                                                  ("adaptive", "kl", 1, 16, 1)])
 def test_certified_lists_never_broken(exact, mode, bound, R, n0, seed):
     """Every certified (qid, K): no allowed substitution (exhaustive, with budget R) of any outside
     document reaches the exact smoothed score of any top-K document. Outside documents are scored
@@ -351,3 +353,81 @@ def test_errors():
         certify(sm, run, mode="adaptive", n0=100, progress=False)
     with pytest.raises(TypeError):
         certify(sm.base, run, progress=False)
+
+
+# -- certified radius per list (issue 13) ------------------------------------------------------
+@pytest.mark.parametrize("mode", ["rigorous", "certdr", "adaptive"])
+def test_certified_radius_matches_certificates_at_every_R(mode):
+    """The certified radius read off one run's intervals says at which budgets R the list is
+    certified: for the fixed-sample modes exactly ``certified(R) == (R <= radius_words)`` at
+    every R (scores do not depend on R); for adaptive at the R it was run with."""
+    run = run_frame(LISTS)
+    sm = make(seed=2)
+    base = certify(sm, run, ks=KS, mode=mode, R=1 if mode == "adaptive" else None, n0=16,
+                   progress=False).frame.set_index(["qid", "K"])
+    nt = base[~base["trivial"]]
+    assert (nt["radius_words"] >= -1).all() and nt["radius_words"].notna().all()
+    assert base.loc[base["trivial"], "radius_words"].isna().all()
+    if mode == "adaptive":
+        assert (nt["certified"] == (nt["radius_words"] >= 1)).all()
+        return
+    assert (nt["radius_words"] >= 1).sum() >= 10 and (nt["radius_words"] == 0).sum() >= 1
+    for R in (0, 1, 2, 3):
+        f = certify(sm, run, ks=KS, mode=mode, R=R, progress=False).frame.set_index(["qid", "K"])
+        f = f[~f["trivial"]]
+        assert (f["certified"] == (nt["radius_words"] >= R)).all(), R
+        assert (f["radius_words"] == nt["radius_words"]).all()
+
+
+def test_certified_radius_function():
+    from defenses.certify import certified_radius
+
+    c1 = np.array([0.0, 0.1, 0.3, 1.0])          # a 3-word document
+    c2 = np.array([0.0, 0.05, 0.2, 0.5, 0.9, 1.0])  # a 5-word document
+    # top lower bound 0.8; uppers 0.5 and 0.55
+    w, s = certified_radius(0.8, np.array([0.5, 0.55]), [c1, c2])
+    # r=1: max(0.6, 0.6) < 0.8 ok; r=2: max(0.8, 0.75) not < 0.8 -> 1 word
+    assert w == 1
+    # shares: rho in [0, 1/3): r1 = 0, r2 = floor(5 rho) <= 1 -> max(0.5, 0.6) ok;
+    # rho = 1/3: r1 = 1 (0.6), r2 = 1 (0.6) ok; rho = 0.4: r2 = 2 -> 0.75 ok; r1 = 1 ok;
+    # rho = 0.6: r2 = 3 -> 1.05 fails -> certified for every rho < 0.6
+    assert s == pytest.approx(0.6)
+    assert certified_radius(0.4, np.array([0.5]), [c1]) == (-1.0, -1.0)
+    assert certified_radius(2.5, np.array([0.5]), [c1]) == (math.inf, 1.0)  # every word
+    assert all(math.isnan(x) for x in certified_radius(0.5, np.array([]), []))
+
+
+def test_r_share_budget_and_smoothing_params():
+    run = run_frame({"q": ["good fine movie plot", "bad poor the film", "great movie"]})
+    sm = make(n=200, seed=3)
+    a = certify(sm, run, ks=(1,), r_share=0.5, progress=False)
+    # floor(0.5 n): 2 words of the 4-word documents, 1 of the 2-word one
+    want = [sm.radius(t, {4: 2, 2: 1}[len(t.split())]) for t in run["text"]]
+    assert a.docs["delta"].tolist() == pytest.approx(want)
+    assert a.params["r_share"] == 0.5 and a.params["smoothing"] == "synonym"
+    assert a.frame["r_share"].iloc[0] == 0.5
+    zero = certify(sm, run, ks=(1,), r_share=0.0, progress=False)
+    assert zero.docs["delta"].eq(0).all()
+
+
+def test_kl_interval_golden_and_coverage():
+    from defenses.certify import kl_interval
+
+    lo, up = kl_interval(np.array([0.0, 1.0, 0.5]), 32, 0.005)
+    assert up[0] == pytest.approx(1 - 0.0025 ** (1 / 32), abs=1e-9) and lo[0] == 0.0
+    assert lo[1] == pytest.approx(0.0025 ** (1 / 32), abs=1e-9) and up[1] == 1.0
+    e = hoeffding_eps(32, 0.005)
+    assert lo[2] < 0.5 < up[2] and up[2] - lo[2] <= 2 * e  # never wider than Hoeffding
+    # coverage on [0, 1] variables that are not 0/1 votes (squashed scores), many seeds
+    sm0 = make(temperature=0.3)
+    ex = Exact(sm0)
+    texts = ["good bad", "fine poor the", "nice weak", "great bad movie", "GOOD weak poor"]
+    truth = np.array([ex.g(t) for t in texts])
+    n, alpha, seeds, m = 30, 0.2, 300, len(texts)
+    simultaneous = 0
+    for seed in range(seeds):
+        S = np.stack(make(n=n, seed=seed, temperature=0.3).sample_scores_batch(
+            [QUERY] * m, texts, [n] * m))
+        lo, up = kl_interval(S.mean(1), n, alpha / m)
+        simultaneous += np.all((lo <= truth) & (truth <= up))
+    assert simultaneous / seeds >= 1 - alpha

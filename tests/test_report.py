@@ -428,3 +428,39 @@ def test_cli_certify_writes_report_and_prints_json(synthetic, table_spec, tmp_pa
     assert Path(s2["report"]).resolve().is_relative_to(tmp_path.resolve() / "runs" / "certify")
     assert main(base + ["--center", "middle"]) == 2
     assert "--center" in capsys.readouterr().err
+
+
+# -- modes compared, Wilson intervals, certified radii (issue 13) --------------------------------
+def test_wilson_interval_golden():
+    from ranklab.report import wilson_interval
+
+    lo, hi = wilson_interval(5, 20)  # p = 0.25, n = 20 (95 %)
+    assert lo == pytest.approx(0.1119, abs=1e-4) and hi == pytest.approx(0.4687, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_compare_modes_same_lists_and_report_section(tmp_path):
+    from defenses.masking import MaskedSmoothedRanker
+    from ranklab.report import compare_modes
+
+    sm, run, cert = tiny_certificate(n=200)
+    masked = MaskedSmoothedRanker(TermWeightRanker(WEIGHTS, query_weight=0.0), keep_count=1,
+                                  mask="drop", n_samples=200)
+    mcert = certify(masked, run, ks=(1, 2, 3), R=1, progress=False)
+    table = compare_modes({"synonym": cert, "mask": mcert})
+    assert set(table["mode"]) == {"synonym", "mask"} and len(table) == 6
+    assert (table["ci_low"] <= table["CRQ"]).all() and (table["CRQ"] <= table["ci_high"]).all()
+    assert set(table["smoothing"]) == {"synonym", "mask"}
+    other = certify(sm, run[run["qid"] != run["qid"].iloc[0]], ks=(1, 2, 3), progress=False)
+    with pytest.raises(ValueError, match="same lists"):
+        compare_modes({"a": cert, "b": other})
+    paths = write_report(tmp_path, mcert, meta={"ranker": "term-weight"}, compare={"synonym": cert})
+    data = json.loads(Path(paths["json"]).read_text())
+    assert data["summary"]["smoothing"] == "mask"
+    assert {r["mode"] for r in data["modes"]} == {"mask", "synonym"}
+    assert all("ci_low" in r and "median_radius_words" in r for r in data["crq"])
+    assert set(data["certified_radius"]) <= {"1", "2", "3"}
+    md = Path(paths["md"]).read_text()
+    assert "Smoothing modes compared" in md and "masking smoothing" in md.lower()
+    assert "Smoothing modes compared" in Path(paths["html"]).read_text()
