@@ -55,7 +55,6 @@ and the run are never modified; the search has no random choice (``seed`` drives
 """
 from __future__ import annotations
 
-import math
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -459,6 +458,9 @@ class TriggerAttack(InsertionBase):
         from rankers.oracle import BudgetExhausted
 
         watch = Stopwatch()
+        if self.victim_checks > 0 and getattr(oracle, "access", "rank") == "topk":
+            raise AttackError("victim checks need rank feedback: use an Oracle with access "
+                              "'rank' (or 'score'), or victim_checks=0")
         ctx = target_context(run_for_query, target_docno, self.tie_rule, query)
         sv = self._sv()
         if not self.__dict__.get("_lm_ready"):

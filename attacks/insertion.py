@@ -208,6 +208,9 @@ class InsertionAttack(InsertionBase):
                run_for_query: pd.DataFrame) -> AttackResult:
         """Insert this method's span into one target; returns its :class:`AttackResult`."""
         watch = Stopwatch()
+        if self.victim_check and getattr(oracle, "access", "rank") == "topk":
+            raise AttackError("the victim check needs rank feedback: use an Oracle with access "
+                              "'rank' (or 'score'), or victim_check=False")
         ctx = target_context(run_for_query, target_docno, self.tie_rule, query)
         q0 = int(getattr(oracle, "queries_used", 0))
         span = self.span(ctx)

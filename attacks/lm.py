@@ -55,14 +55,6 @@ class LanguageModel:
     def perplexity(self, text: str) -> float:  # pragma: no cover
         raise NotImplementedError
 
-    def sequence_logprob(self, context: Sequence[str], words: Sequence[str]) -> float:
-        """Sum of ``log P(w_i | context + w_<i)`` (nats)."""
-        ctx, total = list(context), 0.0
-        for w in words:
-            total += self.logprob(ctx, w)
-            ctx.append(w)
-        return total
-
     def ratio(self, orig: str, adv: str) -> float:
         """Perplexity ratio adv / orig (1.0 for identical texts)."""
         if orig == adv:
@@ -95,10 +87,8 @@ class NGramLM(LanguageModel):
         self.order, self.discount = int(order), float(discount)
         self.name = f"ngram{self.order}"
         top: Counter = Counter()
-        n_texts = 0
         for t in texts:
             toks = [BOS] * (self.order - 1) + lm_words(t) + [EOS]
-            n_texts += 1
             for i in range(self.order - 1, len(toks)):
                 top[tuple(toks[i - self.order + 1: i + 1])] += 1
         if not top:
@@ -189,7 +179,7 @@ class NGramLM(LanguageModel):
         ctx: list[str] = []
         total = 0.0
         for w in ws:
-            total += self.logprob(ctx, w) if w != EOS else math.log(self._prob(self._ctx(ctx), EOS))
+            total += self.logprob(ctx, w)
             ctx.append(w)
         return float(math.exp(-total / len(ws)))
 

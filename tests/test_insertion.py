@@ -13,7 +13,7 @@ from attacks.insertion import (insert_at, inserted_spans, insertion_offset, sent
 from attacks.lm import NGramLM
 from attacks.metrics import TfIdf, insertion_metrics
 from attacks.text import words
-from rankers import BudgetExhausted, Oracle, TermWeightRanker
+from rankers import Oracle, TermWeightRanker
 from ranklab.collections import Collection
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -150,7 +150,6 @@ def test_no_victim_check_and_budget(col, victim, run):
     # the owner's measurement of the adversarial document is not an attacker query
     assert fr["adv_rank"].tolist() == InsertionAttack("query-plus", victim_check=False).run(
         Oracle(victim, access="rank"), col, targets, run=run, progress=False)["adv_rank"].tolist()
-    assert BudgetExhausted  # imported for the record: the oracle never raises past the attack
 
 
 def test_bad_parameters():
@@ -162,3 +161,13 @@ def test_bad_parameters():
         InsertionAttack("keyword-stuffing", max_tokens=0)
     with pytest.raises(AttackError, match="vocabulary is empty"):
         InsertionAttack("random-trigger", vocabulary=[])
+
+
+def test_topk_oracle_needs_no_check(col, victim, run):
+    targets = sample_targets(run, "hard5").head(2)
+    with pytest.raises(AttackError, match="rank feedback"):
+        InsertionAttack("query-plus").run(Oracle(victim, access="topk"), col, targets, run=run,
+                                          progress=False)
+    fr = InsertionAttack("query-plus", victim_check=False).run(
+        Oracle(victim, access="topk"), col, targets, run=run, progress=False)
+    assert (fr["queries_used"] == 0).all()

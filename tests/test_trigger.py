@@ -202,3 +202,15 @@ def test_beam_search_is_exact_on_a_tiny_exhaustive_vocabulary(tmp_path, col, vic
     brute = sur.score(query, texts)  # the ranker's own scoring path
     got = sur.score(query, [insert_at(text, span, 0)[0] if relevance == "passage" else span])[0]
     assert got == pytest.approx(brute.max(), abs=1e-5)
+
+
+def test_topk_access(col, victim, run, tiny_cross):
+    targets = sample_targets(run, "hard5").head(2)
+    with pytest.raises(AttackError, match="rank feedback"):
+        small(tiny_cross).run(Oracle(victim, access="topk"), col, targets, run=run,
+                              progress=False)
+    # anchors through top-k access, no rank checks: only the anchor look-up is spent
+    o = Oracle(victim, access="topk", k=3)
+    fr = small(tiny_cross, victim_checks=0).run(o, col, targets, run=run, progress=False)
+    n_list = len(run[run.qid == targets.qid.iloc[0]])
+    assert fr["queries_used"].tolist() == [n_list, 0] and (fr["n_tried"] == 0).all()
