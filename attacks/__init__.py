@@ -9,6 +9,9 @@ Exports (loaded on first use, so ``import attacks`` imports neither torch nor Te
 * :class:`TextAttackWordSubstitution` (:mod:`attacks.textattack_backend`; imports TextAttack only
   when an attack runs)
 * :class:`ThreatModel`, :class:`SynonymTable`, :func:`load_threat_model` (:mod:`attacks.threat`)
+* :class:`TriggerAttack` (PAT-style imitation triggers, :mod:`attacks.imitation_trigger`)
+* :class:`InsertionAttack` (query-plus, keyword stuffing, random-trigger; :mod:`attacks.insertion`)
+* :class:`NGramLM`, :class:`CausalLM`, :func:`load_lm` (fluency models, :mod:`attacks.lm`)
 """
 from __future__ import annotations
 
@@ -29,6 +32,11 @@ _EXPORTS = {
     "ThreatModel": "threat",
     "SynonymTable": "threat",
     "load_threat_model": "threat",
+    "TriggerAttack": "imitation_trigger",
+    "InsertionAttack": "insertion",
+    "NGramLM": "lm",
+    "CausalLM": "lm",
+    "load_lm": "lm",
 }
 
 __all__ = sorted(_EXPORTS)

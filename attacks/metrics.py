@@ -21,8 +21,17 @@ n_changed              mean changed words per target
 similarity             mean cosine of sentence embeddings (original vs adversarial; 1.0 for
                        unchanged texts without encoding); only with ``similarity=True`` or an
                        ``encoder`` (default encoder: the packaged all-MiniLM-L6-v2)
-ppl_ratio              mean perplexity ratio adv/orig under a corpus bigram model
-                       (``fluency=BigramLM(...)``); > 1 means less fluent
+ppl_ratio              mean perplexity ratio adv/orig under a language model
+                       (``fluency=``: an :class:`attacks.lm.NGramLM` fitted on the collection,
+                       a :class:`attacks.lm.CausalLM`, or :class:`BigramLM`); > 1 = less fluent
+inserted_tokens        mean words inserted per target (insertion and trigger attacks: the
+                       ``substitutions`` entries whose old word is ``""``; 0 for substitutions)
+inserted_share         mean % of the adversarial document's words that were inserted
+spamicity              mean TF-IDF cosine (in [0, 1]) of the inserted text with the query, over
+                       targets with an insertion (``tfidf=TfIdf.from_collection(col)``; default
+                       IDF from the rows' original documents and queries); Query+ gives 1.0
+detector_ppl           mean perplexity of the inserted span alone under ``fluency`` (a simple
+                       detector score: low = reads like the corpus)
 queries_mean/_max      victim queries per target (mean, max)
 surrogate_passes_mean  surrogate forward(+backward) passes per target
 wall_s_mean/_total     wall time per target / in total, seconds
@@ -42,13 +51,16 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .lm import LanguageModel, NGramLM  # noqa: F401  (NGramLM: the default fluency model)
+
 TOPK = (5, 10, 20, 50, 100)
 
 METRICS = (
     ["n_targets", "n_errors", "ASR", "same_rate", "failure_rate", "boost", "boost_succ"]
     + [f"T{k}R" for k in TOPK] + [f"T{k}R_succ" for k in TOPK]
     + ["PP", "PP_succ", "n_changed", "similarity", "ppl_ratio", "queries_mean", "queries_max",
-       "surrogate_passes_mean", "wall_s_mean", "wall_s_total", "budget_exhausted"]
+       "surrogate_passes_mean", "wall_s_mean", "wall_s_total", "budget_exhausted",
+       "inserted_tokens", "inserted_share", "spamicity", "detector_ppl"]
 )
 
 
@@ -70,9 +82,11 @@ def _mean(x) -> float:
     return float(x.mean()) if x.size else float("nan")
 
 
-def summarize(results, similarity: bool = False, encoder=None, fluency=None) -> dict:
+def summarize(results, similarity: bool = False, encoder=None, fluency=None,
+              tfidf=None) -> dict:
     """Metrics of an attack-results frame (or a list of :class:`AttackResult`); keys in
-    :data:`METRICS` (``similarity`` / ``ppl_ratio`` are NaN unless requested)."""
+    :data:`METRICS` (``similarity`` / ``ppl_ratio`` / ``detector_ppl`` are NaN unless
+    requested; ``spamicity`` is NaN without insertions)."""
     df = _frame(results)
     out: dict = {m: float("nan") for m in METRICS}
     n = len(df)
@@ -109,9 +123,78 @@ def summarize(results, similarity: bool = False, encoder=None, fluency=None) -> 
         out["similarity"] = _mean(similarities(df["orig_text"].tolist(),
                                                df["adv_text"].tolist(), encoder))
     if fluency is not None and "orig_text" in df:
-        out["ppl_ratio"] = _mean([fluency.ratio(o, a) for o, a in
+        out["ppl_ratio"] = _mean([perplexity_ratio(fluency, o, a) for o, a in
                                   zip(df["orig_text"], df["adv_text"])])
+    out.update(insertion_metrics(df, tfidf=tfidf, fluency=fluency))
     return out
+
+
+def perplexity_ratio(lm, orig: str, adv: str) -> float:
+    """``lm.perplexity(adv) / lm.perplexity(orig)`` (1.0 for identical texts); ``lm`` is any
+    object with ``perplexity(text)`` (:mod:`attacks.lm`)."""
+    if orig == adv:
+        return 1.0
+    return lm.perplexity(adv) / lm.perplexity(orig)
+
+
+def insertion_metrics(results, tfidf=None, fluency=None) -> dict:
+    """``inserted_tokens``, ``inserted_share`` (%), ``spamicity`` and ``detector_ppl`` of an
+    attack-results frame (see the module table)."""
+    from .insertion import inserted_spans
+    from .text import words
+
+    df = _frame(results)
+    out = {"inserted_tokens": float("nan"), "inserted_share": float("nan"),
+           "spamicity": float("nan"), "detector_ppl": float("nan")}
+    if len(df) == 0 or "substitutions" not in df:
+        return out
+    spans = [" ".join(inserted_spans(s)) for s in df["substitutions"]]
+    n_ins = np.array([len(words(s)) for s in spans], dtype=np.float64)
+    n_adv = np.array([len(words(str(t))) for t in df["adv_text"]], dtype=np.float64)
+    out["inserted_tokens"] = _mean(n_ins)
+    out["inserted_share"] = _mean(100.0 * n_ins / np.maximum(n_adv, 1))
+    have = [i for i, s in enumerate(spans) if s]
+    if have and "query" in df:
+        queries = df["query"].astype(str).tolist()
+        if tfidf is None:
+            docs = df["orig_text"].astype(str).tolist() if "orig_text" in df else []
+            tfidf = TfIdf(list(dict.fromkeys(docs + queries)))
+        out["spamicity"] = _mean([tfidf.cosine(spans[i], queries[i]) for i in have])
+        if fluency is not None:
+            out["detector_ppl"] = _mean([fluency.perplexity(spans[i]) for i in have])
+    return out
+
+
+class TfIdf:
+    """TF-IDF weights over lower-cased ``\\w+`` words: ``tf * idf`` with raw term counts and
+    ``idf = ln((1 + N) / (1 + df)) + 1`` (N texts; unseen words get the largest idf).
+    :meth:`cosine` is in [0, 1]."""
+
+    def __init__(self, texts: Iterable[str]):
+        dfs: Counter = Counter()
+        n = 0
+        for t in texts:
+            n += 1
+            dfs.update(set(_TOKEN.findall(str(t).lower())))
+        self.n = n
+        self.idf = {w: math.log((1 + n) / (1 + c)) + 1.0 for w, c in dfs.items()}
+        self.default_idf = math.log(1 + n) + 1.0
+
+    @classmethod
+    def from_collection(cls, col) -> "TfIdf":
+        return cls(col.documents["text"].astype(str).tolist()
+                   + col.queries["query"].astype(str).tolist())
+
+    def vector(self, text: str) -> dict:
+        tf = Counter(_TOKEN.findall(str(text).lower()))
+        return {w: c * self.idf.get(w, self.default_idf) for w, c in tf.items()}
+
+    def cosine(self, a: str, b: str) -> float:
+        va, vb = self.vector(a), self.vector(b)
+        dot = sum(v * vb.get(w, 0.0) for w, v in va.items())
+        na = math.sqrt(sum(v * v for v in va.values()))
+        nb = math.sqrt(sum(v * v for v in vb.values()))
+        return 0.0 if na == 0 or nb == 0 else float(dot / (na * nb))
 
 
 # ----------------------------------------------------------------------------- similarity
@@ -157,8 +240,10 @@ def similarity(orig: str, adv: str, encoder=None) -> float:
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
-class BigramLM:
+class BigramLM(LanguageModel):
     """Add-one smoothed word bigram model trained on a corpus (e.g. the collection's texts).
+    Kept for its hand-checkable values; the lab's fluency default is the interpolated
+    Kneser-Ney :class:`attacks.lm.NGramLM` (same interface).
 
     Words are lower-cased ``\\w+`` runs; each text is wrapped in ``<s> ... </s>``. Unknown words
     map to ``<unk>``. ``perplexity(text) = exp(-mean log P(w_i | w_{i-1}))``.
@@ -177,6 +262,13 @@ class BigramLM:
     def from_collection(cls, col) -> "BigramLM":
         return cls(col.documents["text"].tolist())
 
+    def logprob(self, context, word: str) -> float:
+        a = str(context[-1]).lower() if len(context) else "<s>"
+        a = a if a in self.vocab else "<unk>"
+        b = str(word).lower()
+        b = b if b in self.vocab else "<unk>"
+        return math.log((self.bigrams[(a, b)] + 1) / (self.unigrams[a] + len(self.vocab)))
+
     def perplexity(self, text: str) -> float:
         toks = ["<s>"] + [w if w in self.vocab else "<unk>"
                           for w in _TOKEN.findall(str(text).lower())] + ["</s>"]
@@ -185,11 +277,6 @@ class BigramLM:
               for a, b in zip(toks, toks[1:])]
         return float(math.exp(-sum(lp) / len(lp)))
 
-    def ratio(self, orig: str, adv: str) -> float:
-        """Perplexity ratio adv / orig (1.0 for identical texts)."""
-        if orig == adv:
-            return 1.0
-        return self.perplexity(adv) / self.perplexity(orig)
 
 
 # ----------------------------------------------------------------------------- topic level

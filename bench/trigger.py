@@ -1,0 +1,188 @@
+"""Benchmark: imitation triggers (PAT-style) vs insertion baselines vs PRADA-style substitution.
+
+Setting (one run, every method on the same targets):
+  collection   Cranfield (BEIR folder; default /work/shared/data/collections/cranfield)
+  victim       the packaged all-MiniLM-L6-v2 bi-encoder reranking BM25 top-100
+  targets      hard5 (the last 5 of each list) and easy5 (one random document from each 10-rank
+               block of ranks 51..100) on --n-queries (20) seeded queries with 100 candidates
+  surrogate    imitation: a MiniLM cross-encoder trained on the victim's rankings of
+               --surrogate-queries (20) OTHER queries (recipe top25_plus_tail, k=6, tail=3,
+               label-smoothed RankNet, 1 epoch, lr 1e-4, 192 word pieces: the size of
+               bench/attack.py, cached under $RANKLAB_CACHE/surrogates)
+  methods      query-plus (the query inserted once at the start), keyword-stuffing (query terms
+               up to --trigger-len words), random-trigger (control, --trigger-len random
+               in-domain words), PAT (TriggerAttack, --trigger-len words at the start, search
+               sizes below), optionally PAT white-box (the victim as surrogate) and PRADA
+               (WordSubstitutionAttack with its defaults, wordnet+glove threat)
+  metrics      ASR, Boost, T10R (over all targets), inserted words and their share of the
+               document, PP (changed or inserted words / words), perplexity ratio adv/orig and
+               the inserted span's perplexity under an interpolated Kneser-Ney trigram fitted on
+               the collection, spamicity (TF-IDF cosine of the inserted text with the query,
+               IDF from the collection), victim queries and seconds per target
+
+PAT runs with --relevance query and lambda_coh 0 by default (the reference code's query-only
+relevance; the trigger is then the same for every target of a query and is searched once per
+query): passage-aware relevance scores every candidate trigger inside each target document
+(~20x the cost on a CPU). Its victim queries per target include the anchor look-up (the
+victim's top-3 of the 100 listed documents = 100 counted queries once per query, charged to the
+query's first target) plus at most --victim-checks rank queries.
+
+    .venv/bin/python bench/trigger.py [--n-queries 20] [--beams 10] [--candidates 32]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_DATASET = "/work/shared/data/collections/cranfield"
+
+
+def print_table(rows: list[dict], floatfmt: str = "{:.2f}") -> None:
+    if not rows:
+        return
+    cols = list(rows[0])
+    cells = [[c for c in cols]] + [[floatfmt.format(r[c]) if isinstance(r[c], float) else str(r[c])
+                                    for c in cols] for r in rows]
+    w = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    for j, row in enumerate(cells):
+        print("  ".join(x.rjust(w[i]) if j else x.ljust(w[i]) for i, x in enumerate(row)))
+    sys.stdout.flush()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", nargs="?", default=DEFAULT_DATASET, help="BEIR folder")
+    ap.add_argument("--n-queries", type=int, default=20)
+    ap.add_argument("--surrogate-queries", type=int, default=20)
+    ap.add_argument("--trigger-len", type=int, default=6, help="inserted words (PAT, controls)")
+    ap.add_argument("--beams", type=int, default=10)
+    ap.add_argument("--candidates", type=int, default=32, help="proposals per beam and step")
+    ap.add_argument("--perturb-steps", type=int, default=5)
+    ap.add_argument("--relevance", default="query", choices=["query", "passage"])
+    ap.add_argument("--lambda-lm", type=float, default=0.6)
+    ap.add_argument("--lambda-coh", type=float, default=0.0)
+    ap.add_argument("--victim-checks", type=int, default=5)
+    ap.add_argument("--window", type=int, default=128, help="surrogate word pieces (PAT)")
+    ap.add_argument("--white-box", action="store_true", help="add PAT with the victim as surrogate")
+    ap.add_argument("--skip-prada", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (1: on a shared 2-core box spin-waits cost 10x)")
+    ap.add_argument("--out", default=None, help="JSONL with every result row")
+    args = ap.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from attacks import InsertionAttack, TriggerAttack, sample_targets, summarize
+    from attacks.lm import NGramLM
+    from attacks.metrics import TfIdf
+    from rankers import Oracle, load_ranker
+    from rankers.imitation import run_agreement
+    from ranklab.attack_job import imitation_surrogate
+    from ranklab.collections import load_collection
+
+    t_all = time.perf_counter()
+    col = load_collection(args.dataset)
+    victim = load_ranker("minilm")
+    cands = col.candidates("bm25", k=100)
+    sizes = cands.groupby("qid").size()
+    eligible = sorted(sizes[sizes >= 100].index.astype(str))
+    rng = np.random.default_rng(args.seed)
+    perm = [eligible[i] for i in rng.permutation(len(eligible))]
+    attack_qids = sorted(perm[: args.n_queries])
+    sur_qids = sorted(perm[args.n_queries: args.n_queries + args.surrogate_queries])
+    t = time.perf_counter()
+    run = victim.transform(cands[cands["qid"].isin(attack_qids)])
+    print(f"{col.name}: {len(col.documents)} docs; victim run on {len(attack_qids)} queries x 100 "
+          f"in {time.perf_counter() - t:.0f}s", flush=True)
+    targets = sample_targets(run, "mixture", seed=args.seed)
+    lm = NGramLM.from_collection(col)
+    tfidf = TfIdf.from_collection(col)
+
+    t = time.perf_counter()
+    sur, info = imitation_surrogate(
+        victim, "minilm", col, sur_qids, recipe="top25_plus_tail", k=6, tail=3, base="minilm",
+        loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25", candidates_k=100,
+        max_pairs=None, lr=1e-4, max_length=192, progress=False)
+    agree = run_agreement(run, sur.score)
+    print(f"surrogate: {info['n_groups']} pairs, {info['victim_queries']} victim queries, "
+          f"{time.perf_counter() - t:.0f}s{' (cached)' if info.get('cached') else ''}; agreement "
+          f"on the attack queries: overlap@10 {agree['overlap@10']:.3f}, RBO {agree['rbo']:.3f}",
+          flush=True)
+
+    pat_kw = dict(lm="ngram", trigger_len=args.trigger_len, beams=args.beams,
+                  candidates=args.candidates, position="start", relevance=args.relevance,
+                  lambda_lm=args.lambda_lm, lambda_coh=args.lambda_coh,
+                  perturb_steps=args.perturb_steps, victim_checks=args.victim_checks,
+                  window=args.window, seed=args.seed)
+    methods = [
+        ("query-plus", lambda: InsertionAttack("query-plus", seed=args.seed)),
+        ("keyword-stuffing", lambda: InsertionAttack("keyword-stuffing",
+                                                     max_tokens=args.trigger_len,
+                                                     seed=args.seed)),
+        ("random-trigger", lambda: InsertionAttack("random-trigger",
+                                                   trigger_len=args.trigger_len, seed=args.seed)),
+        ("PAT (imitation)", lambda: TriggerAttack(sur, **pat_kw)),
+    ]
+    if args.white_box:
+        methods.append(("PAT white-box", lambda: TriggerAttack(victim, **pat_kw)))
+    if not args.skip_prada:
+        def prada():
+            from attacks import WordSubstitutionAttack
+
+            return WordSubstitutionAttack(sur, "wordnet+glove", seed=args.seed)
+        methods.append(("PRADA (imitation)", prada))
+
+    table, rows = [], []
+    for name, make in methods:
+        attack = make()
+        t = time.perf_counter()
+        fr = attack.run(Oracle(victim, access="rank"), col, targets, run=run, errors="record",
+                        progress=False)
+        secs = time.perf_counter() - t
+        rows += [{**r, "bench_row": name} for r in fr.to_dict("records")]
+        for proto in ("easy5", "hard5"):
+            sub = fr[fr["protocol"] == proto]
+            s = summarize(sub, fluency=lm, tfidf=tfidf)
+            share = sub["wall_s"].sum() / max(fr["wall_s"].sum(), 1e-9)
+            table.append({"method": name, "targets": proto, "n": s["n_targets"],
+                          "ASR": s["ASR"], "Boost": s["boost"], "T10R": s["T10R"],
+                          "T10R_succ": s["T10R_succ"], "ins": s["inserted_tokens"],
+                          "ins%": s["inserted_share"], "PP%": s["PP"],
+                          "ppl_ratio": s["ppl_ratio"], "span_ppl": s["detector_ppl"],
+                          "spam": s["spamicity"], "q/target": s["queries_mean"],
+                          "s/target": secs * share / max(s["n_targets"], 1),
+                          "errors": s["n_errors"]})
+        print(f"-- {name}: {len(fr)} targets in {secs:.0f}s", flush=True)
+        print_table(table[-2:])
+        if name.startswith("PAT"):
+            ex = fr.iloc[0]
+            print(f"   e.g. qid {ex.qid}: {ex.query!r} -> trigger {ex.substitutions[0][2]!r} "
+                  f"rank {ex.orig_rank} -> {ex.adv_rank}", flush=True)
+    print()
+    print(f"victim MiniLM bi-encoder, BM25 top-100, {len(attack_qids)} queries; surrogate "
+          f"overlap@10 {agree['overlap@10']:.2f}; PAT: beams {args.beams}, candidates "
+          f"{args.candidates}, len {args.trigger_len}, relevance {args.relevance}, perturb steps "
+          f"{args.perturb_steps}, victim checks {args.victim_checks}")
+    print_table(table)
+    print(f"bench wall time {time.perf_counter() - t_all:.0f}s on {args.threads} thread(s)")
+    if args.out:
+        with open(args.out, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
