@@ -60,6 +60,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from rankers.base import as_differentiable
+
 from .base import AttackError, AttackResult, Stopwatch, check_tie_rule, target_context
 from .insertion import InsertionBase, check_position, insert_at
 from .lm import lm_words, load_lm
@@ -71,14 +73,6 @@ ANCHOR_SOURCES = ("victim", "surrogate")
 
 class NoTriggerVocabulary(AttackError):
     """The surrogate's tokenizer has no usable whole-word vocabulary."""
-
-
-def _unwrap(ranker):
-    from rankers.cache import CachedRanker
-
-    while isinstance(ranker, CachedRanker):
-        ranker = ranker.ranker
-    return ranker
 
 
 def whole_word_vocabulary(tokenizer, min_word_len: int = 2) -> tuple[list[str], list[int]]:
@@ -119,13 +113,10 @@ class TriggerSurrogate:
 
     def __init__(self, ranker, window: int | None = None, min_word_len: int = 2,
                  batch_size: int = 64):
-        from rankers.encoders import BiEncoder, CrossEncoder
-
-        r = _unwrap(ranker)
-        if isinstance(r, CrossEncoder):
-            self.kind = "cross"
-        elif isinstance(r, BiEncoder):
-            self.kind = "bi"
+        r = as_differentiable(ranker)
+        if r is not None:
+            # a pair model reads [CLS] query [SEP] document; a bi-encoder the document alone
+            self.kind = "cross" if getattr(r, "kind", "") == "cross-encoder" else "bi"
         else:
             raise AttackError(
                 f"the trigger attack needs a differentiable surrogate (CrossEncoder or BiEncoder), "
@@ -156,7 +147,6 @@ class TriggerSurrogate:
             E = r.input_embeddings().weight.detach().float()
             self.E_vocab = E[torch.tensor(ids, device=E.device)].to(self.device)
             self.E_norm = torch.nn.functional.normalize(self.E_vocab, dim=-1)
-        self._q = {}
 
     # -- scoring -----------------------------------------------------------------------------
     def _tokenize(self, query: str, texts: list[str], offsets: bool = False):
@@ -168,23 +158,11 @@ class TriggerSurrogate:
         return tok(texts, padding=True, truncation=True, max_length=self.window,
                    return_tensors="pt", return_offsets_mapping=offsets)
 
-    def _query_vec(self, query: str):
-        import torch
-
-        q = self._q.get(query)
-        if q is None:
-            with torch.inference_mode(False), torch.no_grad():  # a normal tensor (autograd-safe)
-                q = self.ranker.encode([query])[0].float().clone().to(self.device)
-            self._q[query] = q
-        return q
-
     def _score_embeds(self, embeds, enc, query: str):
-        if self.kind == "cross":
-            tt = enc.get("token_type_ids")
-            return self.ranker.score_embeds(embeds, enc["attention_mask"],
-                                            None if tt is None else tt).float()
-        d = self.ranker.embed_from_inputs(embeds, enc["attention_mask"]).float()
-        return d @ self._query_vec(query)
+        """Differentiable scores through the :class:`~rankers.base.DifferentiableRanker`
+        protocol (same call for bi- and cross-encoders)."""
+        return self.ranker.score_embeds(query, embeds, enc["attention_mask"],
+                                        enc.get("token_type_ids")).float()
 
     def scores(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """Surrogate scores of ``texts`` for ``query`` (float64), batched by length."""
@@ -378,8 +356,7 @@ class TriggerAttack(InsertionBase):
             raise AttackError("temperature must be > 0 and perturb_lr >= 0")
         if window is not None and int(window) < 8:
             raise AttackError(f"window must be >= 8 word pieces, got {window}")
-        if not getattr(_unwrap(surrogate), "differentiable", False) and \
-                not isinstance(surrogate, TriggerSurrogate):
+        if as_differentiable(surrogate) is None and not isinstance(surrogate, TriggerSurrogate):
             raise AttackError(
                 f"the trigger attack needs a differentiable surrogate (CrossEncoder or "
                 f"BiEncoder), got {type(surrogate).__name__}. Train one by imitation "

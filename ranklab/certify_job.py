@@ -54,8 +54,9 @@ class CertifyConfig(RankingConfig):
     mode: str = param("rigorous", "rigorous (all documents bounded at once), certdr (the paper's "
                       "two-estimate test) or adaptive (sequential looks)",
                       choices=("rigorous", "certdr", "adaptive"))
-    bound: str = param("hoeffding", "confidence bound (bernstein: not with certdr)",
-                       choices=("hoeffding", "bernstein"))
+    bound: str = param("hoeffding", "confidence bound: hoeffding, bernstein (empirical) or kl "
+                       "(Chernoff-KL, tight for saturated scores); certdr is Hoeffding only",
+                       choices=("hoeffding", "bernstein", "kl"))
     R: int | None = param(None, "attacker's budget of substituted words per document (every word "
                           "when not given, the paper's setting)", unit="words", min=0, flag="--R")
     threat: str = param("wordnet+glove", "threat-model spec (attacks.threat.load_threat_model)")
@@ -110,9 +111,9 @@ class CertifyConfig(RankingConfig):
         if self.R is not None and self.r_share is not None:
             raise ConfigError("give the attacker's budget once: R (--R, words) or r_share "
                               "(--r-share, a share of each document's words)")
-        if self.bound == "bernstein" and self.mode == "certdr":
-            raise ConfigError("bound (--bound) bernstein does not go with mode (--mode) certdr "
-                              "(the paper's test is Hoeffding's)")
+        if self.bound != "hoeffding" and self.mode == "certdr":
+            raise ConfigError(f"bound (--bound) {self.bound} does not go with mode (--mode) "
+                              "certdr (the paper's test is Hoeffding's)")
 
     @property
     def cutoffs(self) -> list[int]:
