@@ -37,7 +37,9 @@ import pandas as pd
 
 from ranklab.config import ConfigError, RankingConfig, fingerprint, param
 
-METHODS = ("word-substitution", "textattack")
+METHODS = ("word-substitution", "textattack", "trigger", "query-plus", "keyword-stuffing",
+           "random-trigger")
+INSERTIONS = ("query-plus", "keyword-stuffing", "random-trigger")
 WS_SEARCHES = ("greedy", "beam", "prada")
 TA_SEARCHES = ("greedy-wir", "greedy-wir-delete")  # and "greedy", shared with word substitution
 _SURROGATE_CACHE_VERSION = 1
@@ -124,8 +126,10 @@ class AttackConfig(RankingConfig):
 
     kind = "attack"
     queries: int | None = param(20, "attack queries (seeded sample)", unit="queries", min=1)
-    method: str = param("word-substitution", "attack: the lab's word substitution or the same "
-                        "problem through TextAttack's search", choices=METHODS)
+    method: str = param("word-substitution", "attack: word substitution (the lab's search), "
+                        "textattack (the same problem through TextAttack), trigger (PAT-style "
+                        "imitation triggers inserted into the target), or an insertion baseline: "
+                        "query-plus, keyword-stuffing, random-trigger", choices=METHODS)
     targets: str = param("easy5", "target protocol: easy5 | hard5 | mixture | ranks:R1,R2,... "
                          "(1-based ranks)")
     threat: str = param("wordnet+glove", "threat-model spec (attacks.threat.load_threat_model)")
@@ -154,6 +158,19 @@ class AttackConfig(RankingConfig):
                                  "(no cap when not given)", unit="fraction, 0-1", gt=0, max=1)
     budget: int | None = param(None, "victim queries per target (unlimited when not given)",
                                unit="queries", min=1)
+    position: str = param("start", "insertion attacks: where the inserted text goes (sentence: a "
+                          "random sentence boundary)", choices=("start", "end", "sentence"))
+    trigger_len: int = param(6, "trigger and random-trigger: words inserted; keyword-stuffing: "
+                             "the budget of repeated query terms", unit="words", min=1)
+    beams: int = param(10, "trigger: beam width of the left-to-right search", min=1)
+    trigger_candidates: int = param(128, "trigger: vocabulary words tried per position",
+                                    unit="words", min=1)
+    relevance: str = param("passage", "trigger: score triggers inside the target (passage) or "
+                           "alone (query, as the reference code)", choices=("passage", "query"))
+    victim_checks: int = param(5, "trigger: final triggers shown to the victim per target "
+                               "(counted; 0 chooses on the surrogate only)", unit="queries", min=0)
+    lm: str = param("ngram", "trigger fluency model: ngram (Kneser-Ney on the collection), none, "
+                    "or causal:PATH (a causal LM folder)")
     competitors_k: int = param(99, "competitors in the surrogate's hinge loss (word substitution)",
                                unit="documents", min=1)
     goal: str | None = param(None, "improve (stop at any rank gain) | topk (stop at rank <= "
@@ -179,7 +196,8 @@ class AttackConfig(RankingConfig):
                             "queries (overlap@10, RBO p=0.7)")
 
     def check(self) -> None:
-        valid = WS_SEARCHES if self.method == "word-substitution" else TA_SEARCHES + ("greedy",)
+        valid = {"word-substitution": WS_SEARCHES,
+                 "textattack": TA_SEARCHES + ("greedy",)}.get(self.method, ())
         if self.search is not None and self.search not in valid:
             raise ConfigError(f"search (--search) {self.search!r} is not a {self.method} search; "
                               f"use one of {list(valid)}")
@@ -224,9 +242,10 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
 
     info: dict = {}
     sur = None
-    search = cfg.search or {"word-substitution": "greedy", "textattack": "greedy-wir"}[cfg.method]
-    if cfg.method == "textattack":
-        pass  # black-box search on the victim: no surrogate
+    search = cfg.search or {"word-substitution": "greedy",
+                            "textattack": "greedy-wir"}.get(cfg.method)
+    if cfg.method == "textattack" or cfg.method in INSERTIONS:
+        pass  # black-box search on the victim / a fixed insertion: no surrogate
     elif cfg.surrogate == "imitation":
         sur_qids = sorted(rest[: int(cfg.surrogate_queries)])
         if not sur_qids:
@@ -272,6 +291,22 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
             competitors_k=cfg.competitors_k, query_budget=cfg.budget, tie_rule=cfg.tie_rule,
             goal=cfg.goal, goal_k=cfg.goal_k, seed=cfg.seed)
         oracle = Oracle(victim, access="score" if white else "rank", tie_rule=cfg.tie_rule)
+    elif cfg.method == "trigger":
+        from attacks.imitation_trigger import TriggerAttack
+
+        attack = TriggerAttack(sur, lm=cfg.lm, trigger_len=cfg.trigger_len, beams=cfg.beams,
+                               candidates=cfg.trigger_candidates, position=cfg.position,
+                               relevance=cfg.relevance, victim_checks=cfg.victim_checks,
+                               tie_rule=cfg.tie_rule, seed=cfg.seed)
+        oracle = Oracle(victim, access="rank", tie_rule=cfg.tie_rule)
+    elif cfg.method in INSERTIONS:
+        from attacks.insertion import InsertionAttack
+
+        attack = InsertionAttack(cfg.method, position=cfg.position,
+                                 max_tokens=cfg.trigger_len if cfg.method == "keyword-stuffing"
+                                 else None, trigger_len=cfg.trigger_len, tie_rule=cfg.tie_rule,
+                                 seed=cfg.seed)
+        oracle = Oracle(victim, access="rank", tie_rule=cfg.tie_rule)
     else:
         from attacks.textattack_backend import TextAttackWordSubstitution
 

@@ -213,3 +213,23 @@ def test_train_with_matched_masking_noise(synthetic, tiny_cross_path, tmp_path, 
     code, _, err = run_cli(["train", "--base", str(tiny_cross_path), "--dataset", str(synthetic),
                             "--noise", "mask:kep=0.5", "--out", str(tmp_path / "bad")], capsys)
     assert code == 2 and "kep" in err
+
+
+def test_attack_cli_runs_trigger_and_insertion_methods(synthetic, tiny_cross_path, tmp_path,
+                                                      capsys):
+    base = ["attack", "--ranker", f"cross-encoder:{tiny_cross_path}", "--dataset", str(synthetic),
+            "--k", "6", "--queries", "1", "--targets", "hard5", "--no-similarity",
+            "--no-agreement", "--quiet", "--json"]
+    for method in ("query-plus", "keyword-stuffing", "random-trigger"):
+        out = tmp_path / f"{method}.jsonl"
+        code, stdout, _ = run_cli(base + ["--method", method, "--out", str(out)], capsys)
+        s = json.loads(stdout.strip().splitlines()[-1])
+        assert code == 0 and s["n_targets"] > 0 and s["queries_max"] <= 1, method
+        assert s["config"]["method"] == method
+    code, stdout, _ = run_cli(base + ["--method", "trigger", "--surrogate", "victim",
+                                      "--trigger-len", "2", "--beams", "2",
+                                      "--trigger-candidates", "8", "--victim-checks", "2"], capsys)
+    s = json.loads(stdout.strip().splitlines()[-1])
+    assert code == 0 and s["n_targets"] > 0 and s["queries_max"] <= 2 + 6  # checks + the list
+    code, _, err = run_cli(base + ["--method", "trigger", "--search", "beam"], capsys)
+    assert code == 2 and "--search" in err
