@@ -168,7 +168,15 @@ class Collection:
                 keep = ~self.queries["qid"].isin(blank)
                 qids_all = self.queries["qid"][keep].tolist()
                 hits = self.bm25().retrieve(self.queries["query"][keep].tolist(), k=k)
-                rows = [(q, d, s) for q, h in zip(qids_all, hits) for d, s in h]
+                nomatch = [q for q, h in zip(qids_all, hits) if not any(s > 0 for _, s in h)]
+                if nomatch:  # all-zero scores would be a list in file order
+                    warnings.warn(
+                        f"{self.name}: {len(nomatch)} queries match no document for BM25 (stop "
+                        f"words or unknown words only, e.g. qid {nomatch[0]!r}); they get no "
+                        "candidates and are left out of rankings and evaluation", UserWarning,
+                        stacklevel=2)
+                skip = set(nomatch)
+                rows = [(q, d, s) for q, h in zip(qids_all, hits) if q not in skip for d, s in h]
                 run = pd.DataFrame(rows, columns=["qid", "docno", "score"])
             elif first_stage in self.runs:
                 run = self.runs[first_stage][["qid", "docno", "score"]].copy()

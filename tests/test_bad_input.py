@@ -390,6 +390,18 @@ def test_wordless_queries_are_left_out_with_a_warning(synthetic):
     assert set(run["qid"]) == {"q1", "q2", "q3"}
 
 
+def test_queries_matching_nothing_get_no_file_order_list(synthetic):
+    from ranklab.collections import load_collection
+
+    with open(synthetic / "queries.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "q8", "text": "the of and"}) + "\n")  # stop words only
+        f.write(json.dumps({"_id": "q9", "text": "zebra"}) + "\n")  # in no document
+    col = load_collection(str(synthetic))
+    with pytest.warns(UserWarning, match=r"2 queries match no document.*left out"):
+        run = col.candidates("bm25", k=3)
+    assert set(run["qid"]) == {"q1", "q2", "q3"}
+
+
 def test_evaluate_partial_run_says_how_many_queries():
     import ranklab
 
