@@ -145,10 +145,12 @@ def main(argv=None) -> int:
     print(f"\n{col.name}: {len(col.documents)} docs; victim run on {len(attack_qids)} queries x "
           f"100 in {time.perf_counter() - t:.0f}s", flush=True)
     targets = sample_targets(run, "easy5", seed=args.seed)
-    targets = (targets.groupby("qid", group_keys=False)
-               .apply(lambda g: g.sample(n=min(args.per_query, len(g)),
-                                         random_state=args.seed))
-               .reset_index(drop=True))
+    pick_rng = np.random.default_rng(args.seed)
+    keep = []
+    for _, g in targets.groupby("qid", sort=True):
+        keep += sorted(pick_rng.choice(g.index.to_numpy(), size=min(args.per_query, len(g)),
+                                       replace=False).tolist())
+    targets = targets.loc[keep].reset_index(drop=True)
     print(f"targets: {len(targets)} (easy5, {args.per_query} per query), ranks "
           f"{sorted(targets['rank'].tolist())}", flush=True)
 
