@@ -266,8 +266,6 @@ def smoothing_comparison(argv) -> int:
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
 
-    import pandas as pd
-
     import ranklab
     from attacks.text import tokenize
     from attacks.threat import load_threat_model
@@ -318,9 +316,10 @@ def smoothing_comparison(argv) -> int:
     print(f"document radii Delta_d at r = {args.r_share:.0%} of words (candidates):")
     print(rt.to_string(index=False, float_format=lambda x: f"{x:.3f}"), flush=True)
 
-    models = {"base": ranker_for(args.ranker, col, max_length=args.max_length)}
+    base_model = ranker_for(args.ranker, col, max_length=args.max_length)
     mask_kw = ({"keep": args.keep} if args.keep is not None else {"keep_count": args.keep_count})
-    mask_tok = getattr(getattr(models["base"], "tokenizer", None), "mask_token", None)
+    mask_tok = getattr(getattr(base_model, "tokenizer", None), "mask_token", None)
+    groups = []
     if args.train:
         train_cands = train_col.candidates("bm25", k=20)
         groups = groups_from_qrels(train_col, train_cands, n_negatives=3, seed=args.seed)
@@ -328,32 +327,37 @@ def smoothing_comparison(argv) -> int:
         groups = [groups[i] for i in sorted(rng.choice(len(groups), min(args.train_groups,
                                                                         len(groups)),
                                                        replace=False))]
-        noises = {"published": lambda: noise_transform(sets["published"], seed=args.seed),
-                  "clustered": lambda: noise_transform(sets["clustered"], seed=args.seed),
-                  "mask": lambda: mask_noise_transform(**mask_kw, mask=args.mask,
-                                                       mask_token=mask_tok, seed=args.seed)}
-        for name in names:
-            t = time.perf_counter()
-            ce = new_cross_encoder(args.ranker, seed=args.seed, max_length=args.max_length)
-            hist = train_cross_encoder(ce, groups, TrainConfig(
-                loss="listwise", epochs=args.train_epochs, lr=args.lr, batch_size=4,
-                seed=args.seed), progress=not args.quiet, doc_transform=noises[name]())
-            times[f"train {name}"] = time.perf_counter() - t
-            ce.name = f"ce-noise-{name}"
-            models[f"noise:{name}"] = ce
-            print(f"trained {ce.name} on {len(groups)} groups, {hist['steps']} steps, final loss "
-                  f"{np.mean(hist['loss'][-5:]):.3f}, {times[f'train {name}']:.0f}s", flush=True)
+    noises = {"published": lambda: noise_transform(sets["published"], seed=args.seed),
+              "clustered": lambda: noise_transform(sets["clustered"], seed=args.seed),
+              "mask": lambda: mask_noise_transform(**mask_kw, mask=args.mask,
+                                                   mask_token=mask_tok, seed=args.seed)}
 
+    def trained(name):
+        """A cross-encoder from MiniLM trained on the noise of smoothing ``name``."""
+        t = time.perf_counter()
+        ce = new_cross_encoder(args.ranker, seed=args.seed, max_length=args.max_length)
+        hist = train_cross_encoder(ce, groups, TrainConfig(
+            loss="listwise", epochs=args.train_epochs, lr=args.lr, batch_size=4,
+            seed=args.seed), progress=not args.quiet, doc_transform=noises[name]())
+        times[f"train {name}"] = time.perf_counter() - t
+        ce.name = f"ce-noise-{name}"
+        print(f"trained {ce.name} on {len(groups)} groups, {hist['steps']} steps, final loss "
+              f"{np.mean(hist['loss'][-5:]):.3f}, {times[f'train {name}']:.0f}s", flush=True)
+        return ce
+
+    # the base model first (all smoothings), then one trained model per smoothing, trained just
+    # before it is certified, so partial results come early
+    plan = [("base", lambda: base_model, names)] + (
+        [(f"noise:{n}", (lambda n=n: trained(n)), [n]) for n in names] if args.train else [])
     rows, certs, out = [], {}, {}
-    for mkey, model in models.items():
+    for mkey, get_model, todo in plan:
+        model = get_model()
         t = time.perf_counter()
         run = model.transform(cands)
         ndcg_base = ranklab.evaluate(run, col.qrels, ["nDCG@10"])["nDCG@10"]
         ref_run = model.transform(ref_cands)
         base_s = time.perf_counter() - t
-        for name in names:
-            if mkey != "base" and mkey != f"noise:{name}":
-                continue  # each trained model is smoothed with its own noise
+        for name in todo:
             t = time.perf_counter()
             if name == "mask":
                 probe = MaskedSmoothedRanker(model, **mask_kw, mask=args.mask, n_samples=4,

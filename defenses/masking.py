@@ -43,7 +43,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from typing import Sequence
 
 import numpy as np
 
