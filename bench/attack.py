@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     from attacks.word_substitution import WordSubstitutionAttack
     from rankers import Oracle, load_ranker
     from ranklab.attack_job import imitation_surrogate
-    from ranklab.cli import _print_table
+    from ranklab.display import print_table as _print_table
     from ranklab.collections import load_collection
 
     t_all = time.perf_counter()

@@ -89,16 +89,17 @@ def main(argv=None) -> int:
     from attacks.threat import load_threat_model
     from defenses.certify import certify
     from defenses.smoothing import SmoothedRanker, SmoothingSets
-    from ranklab.certify_job import CenteredRanker, default_temperature, symmetric_closure
-    from ranklab.cli import _print_table, _select_queries, ranker_for
+    from attacks.threat import symmetric_closure
+    from defenses.smoothing import default_temperature
+    from ranklab.display import print_table as _print_table
     from ranklab.collections import load_collection
 
     t_all = time.perf_counter()
     ks = [K for K in (1, 3, 5) if K < args.k]
-    col = _select_queries(load_collection(args.path), args.queries, args.seed)
+    col = load_collection(args.path).sample_queries(args.queries, args.seed)
     cands = col.candidates("bm25", k=args.k)
     kw = {} if args.dtype == "fp32" else {"dtype": args.dtype}
-    base = ranker_for(args.ranker, col, **kw)
+    base = col.ranker(args.ranker, **kw)
     t = time.perf_counter()
     base_run = base.transform(cands)
     base_s = time.perf_counter() - t
@@ -119,9 +120,9 @@ def main(argv=None) -> int:
           f"share 0: {np.mean(radii == 0):.2f}; setup {setup_s:.1f}s", flush=True)
 
     def smoothed_on_fresh_model():
-        fresh = ranker_for(args.ranker, col, **kw)  # empty embedding cache
-        return SmoothedRanker(CenteredRanker(fresh, center), sets, n_samples=args.samples,
-                              seed=args.seed, temperature=T)
+        fresh = col.ranker(args.ranker, **kw)  # empty embedding cache
+        return SmoothedRanker(fresh, sets, n_samples=args.samples, seed=args.seed,
+                              temperature=T, center=center)
 
     results = {}
     common = dict(ks=ks, alpha=args.alpha, R=args.R, progress=not args.quiet)
@@ -273,8 +274,8 @@ def smoothing_comparison(argv) -> int:
     from defenses.clusters import cluster_sets, radius_table
     from defenses.masking import MaskedSmoothedRanker, mask_noise_transform
     from defenses.smoothing import SmoothedRanker, SmoothingSets, noise_transform
-    from ranklab.certify_job import CenteredRanker, symmetric_closure
-    from ranklab.cli import _print_table, ranker_for
+    from attacks.threat import symmetric_closure
+    from ranklab.display import print_table as _print_table
     from ranklab.collections import load_collection
     from ranklab.report import compare_modes
     from rankers.training import (TrainConfig, groups_from_qrels, new_cross_encoder,
@@ -316,7 +317,7 @@ def smoothing_comparison(argv) -> int:
     print(f"document radii Delta_d at r = {args.r_share:.0%} of words (candidates):")
     print(rt.to_string(index=False, float_format=lambda x: f"{x:.3f}"), flush=True)
 
-    base_model = ranker_for(args.ranker, col, max_length=args.max_length)
+    base_model = col.ranker(args.ranker, max_length=args.max_length)
     mask_kw = ({"keep": args.keep} if args.keep is not None else {"keep_count": args.keep_count})
     mask_tok = getattr(getattr(base_model, "tokenizer", None), "mask_token", None)
     groups = []
@@ -369,14 +370,13 @@ def smoothing_comparison(argv) -> int:
             else:
                 ref_scores = [g["score"].to_numpy() for _, g in ref_run.groupby("qid")]
             center, T = _tune_squash(ref_scores, ks, target_gap=args.target_gap)
-            centered = CenteredRanker(model, center)
             if name == "mask":
-                sm = MaskedSmoothedRanker(centered, **mask_kw, mask=args.mask,
+                sm = MaskedSmoothedRanker(model, **mask_kw, mask=args.mask,
                                           mask_token=mask_tok, n_samples=args.samples,
-                                          seed=args.seed, temperature=T)
+                                          seed=args.seed, temperature=T, center=center)
             else:
-                sm = SmoothedRanker(centered, sets[name], n_samples=args.samples, seed=args.seed,
-                                    temperature=T)
+                sm = SmoothedRanker(model, sets[name], n_samples=args.samples, seed=args.seed,
+                                    temperature=T, center=center)
             tune_s = time.perf_counter() - t
             t = time.perf_counter()
             cert = certify(sm, cands, ks=ks, alpha=args.alpha, mode="adaptive", n0=args.n0,
