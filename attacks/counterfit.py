@@ -40,9 +40,11 @@ import numpy as np
 
 from . import lexical_resources as _res
 
-#: Where the constraints are looked for when no path is given.
+#: Where the constraints are looked for when no path is given: ``$RANKLAB_COUNTERFIT_CONSTRAINTS``,
+#: else ``../shared/data/lexical/ppdb_counterfitting_constraints`` beside the repository.
 CONSTRAINTS_ENV = "RANKLAB_COUNTERFIT_CONSTRAINTS"
-DEFAULT_CONSTRAINTS = "/work/shared/data/lexical/ppdb_counterfitting_constraints"
+DEFAULT_CONSTRAINTS = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "lexical"
+                          / "ppdb_counterfitting_constraints")
 SYNONYM_FILES = ("ppdb_synonyms.txt",)
 ANTONYM_FILES = ("ppdb_antonyms.txt", "wordnet_antonyms.txt")
 

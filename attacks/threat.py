@@ -23,12 +23,13 @@ import os
 import re
 import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl
 
 import numpy as np
+
+from rankers.cache import LRU, fingerprint
 
 from . import lexical_resources as _res
 from .stopwords import STOPWORDS
@@ -69,8 +70,7 @@ class ThreatModel:
 
     @property
     def fingerprint(self) -> str:
-        blob = json.dumps(self.describe(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return fingerprint(self.describe())
 
     def similarity(self, a: str, b: str) -> float | None:
         """Similarity of two words in [-1, 1] when the source defines one, else ``None``."""
@@ -405,7 +405,7 @@ class VectorNeighbours(ThreatModel):
                                  ".from_text_file(path))")
             n = len(words) if self.max_vocab is None else min(self.max_vocab, len(words))
             self._store = _VectorStore(list(words)[:n], np.asarray(matrix)[:n])
-        self._cache: OrderedDict[str, list[str]] = OrderedDict()
+        self._cache = LRU(cache_size)  # word -> neighbours
         self._lock = threading.Lock()
         self.name = f"{name}(k={self.k},sim>={self.min_sim:g})"
 
@@ -489,18 +489,13 @@ class VectorNeighbours(ThreatModel):
 
     def _remember(self, w: str, result: list[str]) -> None:
         with self._lock:
-            self._cache[w] = result
-            self._cache.move_to_end(w)
-            if self.cache_size is not None:
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+            self._cache.put(w, result)
 
     def neighbours(self, word: str) -> list[str]:
         w = word.lower()
         with self._lock:
             hit = self._cache.get(w)
             if hit is not None:
-                self._cache.move_to_end(w)
                 return list(hit)
         store = self.store()
         i = store.index.get(w)
@@ -529,7 +524,7 @@ class VectorNeighbours(ThreatModel):
     def cached_words(self) -> list[str]:
         """Words whose neighbours are cached, least recently used first."""
         with self._lock:
-            return list(self._cache)
+            return self._cache.keys()
 
     def similarity(self, a: str, b: str) -> float | None:
         """Cosine similarity of two words, ``None`` if either is out of vocabulary."""
@@ -548,7 +543,7 @@ class VectorNeighbours(ThreatModel):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_lock"] = None
-        state["_cache"] = OrderedDict()
+        state["_cache"] = LRU(self.cache_size)
         if self._loader is not None:
             state["_store"] = None    # reloaded lazily (and shared) in the receiving process
         return state

@@ -44,6 +44,7 @@ from scipy.special import expit
 from attacks.text import tokenize
 from attacks.threat import ThreatModel, match_case
 from rankers.base import Ranker
+from rankers.cache import fingerprint
 
 __all__ = ["SmoothingSets", "SmoothedRanker", "noisy_copy", "SQUASHES", "stable_hash",
            "default_temperature"]
@@ -132,7 +133,7 @@ class SmoothingSets:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(repr(sorted(self.describe().items())).encode()).hexdigest()[:16]
+        return fingerprint(self.describe())
 
     # -- graph ---------------------------------------------------------------------------------
     def neighbours(self, word: str) -> tuple[str, ...]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from .base import AttackEncoding, Ranker
-from .cache import text_key
+from .cache import LRU, text_key
 
 
 def _model_dir_max_length(path: str, tokenizer, config) -> int:
@@ -157,7 +156,7 @@ class BiEncoder(TransformerRanker):
     def __init__(self, path: str, *, doc_cache_size: int = 200_000, **kw):
         super().__init__(path, **kw)
         self.pooling, self.normalize = _pooling_mode(self.path)
-        self._emb_cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._emb_cache = LRU(doc_cache_size)  # text key -> embedding (CPU)
         self.doc_cache_size = doc_cache_size
 
     def _load_model(self, path):
@@ -181,7 +180,12 @@ class BiEncoder(TransformerRanker):
         """Embeddings of ``texts`` (float32, on CPU), shape ``(n, dim)``; cached by text."""
         texts = list(texts)
         keys = [text_key(t) for t in texts]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._emb_cache))
+        found = {}
+        for k in dict.fromkeys(keys):
+            v = self._emb_cache.get(k)
+            if v is not None:
+                found[k] = v
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
         if missing:
             by_key = {k: t for k, t in zip(keys, texts)}
             mtexts = [by_key[k] for k in missing]
@@ -194,10 +198,9 @@ class BiEncoder(TransformerRanker):
                     hidden = self.model(**enc).last_hidden_state
                     emb = self.pool(hidden, enc["attention_mask"]).cpu()
                     for j, i in enumerate(idx):
-                        self._emb_cache[missing[i]] = emb[j]
-            while len(self._emb_cache) > self.doc_cache_size:
-                self._emb_cache.popitem(last=False)
-        return torch.stack([self._emb_cache[k] for k in keys])
+                        found[missing[i]] = emb[j]
+                        self._emb_cache.put(missing[i], emb[j])
+        return torch.stack([found[k] for k in keys])
 
     def _score_pairs(self, queries, docs):
         uq = list(dict.fromkeys(queries))

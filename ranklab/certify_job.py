@@ -45,7 +45,7 @@ class CertifyConfig(RankingConfig):
     kind = "certify"
     k: int = param(20, "first-stage candidates per query (the certified list's length m)",
                    unit="documents", min=2)
-    samples: int = param(200, "smoothing draws per document, N (the adaptive mode's cap)",
+    n_samples: int = param(200, "smoothing draws per document, N (the adaptive mode's cap)",
                          unit="draws", min=1)
     ks: tuple[int, ...] | None = param(None, "cut-offs K to certify, each < k (default: those of "
                                        "1 3 5 10 20 below k)", unit="ranks, 1-based", min=1)
@@ -174,7 +174,7 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
         from defenses.masking import MaskedSmoothedRanker
 
         smoothed = MaskedSmoothedRanker(base, keep=cfg.keep, mask=cfg.mask,
-                                        n_samples=cfg.samples, seed=cfg.seed, temperature=T,
+                                        n_samples=cfg.n_samples, seed=cfg.seed, temperature=T,
                                         center=c)
     else:
         threat_model = load_threat_model(cfg.threat)
@@ -187,12 +187,12 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
                                 max_size=cfg.max_set_size, seed=cfg.seed)
         else:
             sets = SmoothingSets(threat_model, max_set_size=cfg.max_set_size)
-        smoothed = SmoothedRanker(base, sets, n_samples=cfg.samples, seed=cfg.seed,
+        smoothed = SmoothedRanker(base, sets, n_samples=cfg.n_samples, seed=cfg.seed,
                                   temperature=T, center=c)
     if progress:
         sizes = cands.groupby("qid").size()
         print(f"certifying {len(sizes)} lists of up to {int(sizes.max())} documents with up to "
-              f"{cfg.samples} draws each: at most {int(sizes.sum()) * cfg.samples:,} forward "
+              f"{cfg.n_samples} draws each: at most {int(sizes.sum()) * cfg.n_samples:,} forward "
               f"passes{' (adaptive mode usually needs far fewer)' if cfg.mode == 'adaptive' else ''}",
               file=sys.stderr)
 
@@ -235,7 +235,7 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
         "sets": cfg.sets if sets is not None else None,
         "cluster_info": getattr(sets, "cluster_info", None), "r_share": cfg.r_share,
         "squash": "sigmoid", "temperature": T, "dtype": cfg.dtype, "center": c,
-        "mode": cfg.mode, "bound": cfg.bound, "alpha": cfg.alpha, "N": cfg.samples,
+        "mode": cfg.mode, "bound": cfg.bound, "alpha": cfg.alpha, "N": cfg.n_samples,
         "n0": cert.params.get("n0"), "futility": cert.params.get("futility"), "R": cfg.R,
         "seed": cfg.seed, "ks": kept, "n_forward": n_forward, "certify_s": round(certify_s, 2),
         "wall_s": round(wall_s, 2), "job_id": cfg.job_id(), "config": cfg.to_params(),
@@ -247,7 +247,7 @@ def run_certify_job(config: CertifyConfig | None = None, *, out_dir: str | None 
         meta["attack"] = attack_info
 
     summary = {f"CRQ@{int(K)}": float(v) for K, v in zip(cert.crq["K"], cert.crq["CRQ"])}
-    summary.update({"n_queries": meta["n_queries"], "k": cfg.k, "N": cfg.samples,
+    summary.update({"n_queries": meta["n_queries"], "k": cfg.k, "n_samples": cfg.n_samples,
                     "mode": cfg.mode, "bound": cfg.bound, "alpha": cfg.alpha, "R": cfg.R,
                     "temperature": T, "center": c, "smoothing": cfg.smoothing,
                     "r_share": cfg.r_share,

@@ -13,7 +13,7 @@ Config (YAML or TOML)::
         params: {method: word-substitution, targets: easy5, n_queries: 5}
         grid: {max_words: [5, 10]}  # lists in `grid` expand into one job per combination
       - kind: certify
-        params: {k: 10, samples: 100}
+        params: {k: 10, n_samples: 100}
 
 A study may override ``rankers``, ``datasets`` and ``seeds``. Parameters are checked against the
 job kind's typed config (:mod:`ranklab.config`): a misspelt key or a value of the wrong type fails

@@ -32,7 +32,7 @@ def run_cli(argv, capsys):
     (["certify", "--temperature", "inf"], "--temperature"),
     (["certify", "--temperature", "0"], "--temperature"),
     (["certify", "--center", "middle"], "--center"),
-    (["certify", "--samples", "0"], "--samples"),
+    (["certify", "--n-samples", "0"], "--n-samples"),
     (["train", "--epochs", "0", "--out", "unused-model-dir"], "--epochs"),
     (["evaluate", "--k", "0"], "--k"),
 ])
@@ -187,7 +187,7 @@ def test_certify_job_masking_and_clustered_sets_end_to_end(synthetic, tmp_path, 
     table.write_text(json.dumps({"bees": ["insects"], "honey": ["nectar"], "hot": ["warm"],
                                  "warm": ["tepid"], "make": ["produce"]}))
     base = ["certify", "--ranker", "term-weight", "--dataset", str(synthetic), "--k", "5",
-            "--samples", "32", "--ks", "1", "2", "--center", "0", "--quiet", "--json"]
+            "--n-samples", "32", "--ks", "1", "2", "--center", "0", "--quiet", "--json"]
     code, out, _ = run_cli(base + ["--smoothing", "mask", "--mask", "drop", "--keep", "0.5",
                                    "--r-share", "0.1", "--out", str(tmp_path / "m")], capsys)
     s = json.loads(out.strip().splitlines()[-1])

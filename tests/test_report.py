@@ -35,7 +35,7 @@ def table_spec(tmp_path):
 
 def job(synthetic, table_spec, **kw):
     args = dict(ranker="term-weight", dataset=str(synthetic), k=5, ks=(1, 2, 3, 4),
-                samples=64, threat=table_spec, center=0, symmetric=False, progress=False)
+                n_samples=64, threat=table_spec, center=0, symmetric=False, progress=False)
     args.update(kw)
     return run_certify_job(**args)
 
@@ -119,7 +119,7 @@ def test_job_center_and_temperature_recorded(synthetic, table_spec):
     ({"mode": "fast"}, "mode"),
     ({"temperature": float("inf")}, "finite"),
     ({"ks": (1, 20)}, "--ks"),
-    ({"samples": 0}, "samples"),
+    ({"n_samples": 0}, "n_samples"),
     ({"center": "middle"}, "center"),
     ({"attack": {"max_lists": 2}}, "differentiable"),
     ({"attack": {"typo": 1}}, "unknown attack parameter"),
@@ -242,7 +242,7 @@ def test_job_symmetric_by_default(synthetic, table_spec, tmp_path):
     closed = job(synthetic, table_spec, symmetric=True, out_dir=str(tmp_path / "c"))
     given = job(synthetic, table_spec, symmetric=False, out_dir=str(tmp_path / "g"))
     default = dict(ranker="term-weight", dataset=str(synthetic), k=5, ks=(1, 2, 3, 4),
-                   samples=64, threat=table_spec, center=0, progress=False)
+                   n_samples=64, threat=table_spec, center=0, progress=False)
     assert _timing_free(run_certify_job(**default)) == _timing_free(
         run_certify_job(**default, symmetric=True))
     assert closed["median_radius"] <= given["median_radius"]
@@ -413,7 +413,7 @@ def test_cli_certify_writes_report_and_prints_json(synthetic, table_spec, tmp_pa
     monkeypatch.chdir(tmp_path)  # without --out the report goes to runs/certify/<job id>
 
     base = ["certify", "--ranker", "term-weight", "--dataset", str(synthetic), "--k", "5",
-            "--samples", "32", "--ks", "1", "2", "--threat", table_spec, "--center", "0",
+            "--n-samples", "32", "--ks", "1", "2", "--threat", table_spec, "--center", "0",
             "--quiet", "--json"]
     assert main(base + ["--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
