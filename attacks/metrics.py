@@ -51,6 +51,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from rankers.base import WORD
+
 from .lm import LanguageModel, NGramLM  # noqa: F401  (NGramLM: the default fluency model)
 
 TOPK = (5, 10, 20, 50, 100)
@@ -237,7 +239,7 @@ def similarity(orig: str, adv: str, encoder=None) -> float:
 
 # ----------------------------------------------------------------------------- fluency
 
-_TOKEN = re.compile(r"\w+", re.UNICODE)
+_TOKEN = WORD  # the lab's word (rankers.base.WORD)
 
 
 class BigramLM(LanguageModel):

@@ -1,7 +1,7 @@
 """Word-level view of a text, shared by attacks and certification.
 
 A text is split into alternating *word* and *gap* pieces so that joining the pieces gives the
-original text back exactly (``tokenize(t).text == t``). Words are maximal runs of
+original text back exactly (``tokenize(t).text() == t``). Words are maximal runs of
 ``\\w`` characters (letters, digits, underscore, unicode-aware); gaps are everything in between
 (spaces, punctuation). Substitutions only ever replace word pieces, so punctuation and spacing
 survive an attack untouched, and the perturbation percentage counts words only.
