@@ -275,14 +275,12 @@ class TextAttackWordSubstitution(Attack):
                  n_candidates: int = 50, stopwords: bool | Iterable[str] = True,
                  tie_rule: str = "pessimistic", goal: str = "improve", goal_k: int = 10,
                  only_substitutable: bool = True, seed: int = 0):
-        from .threat import ThreatModel
+        from .threat import as_threat_model
 
-        if isinstance(threat, (str, dict)):
-            from .threat import load_threat_model
-
-            threat = load_threat_model(threat)
-        if not isinstance(threat, ThreatModel) and not hasattr(threat, "neighbours"):
-            raise AttackError("threat must be a ThreatModel (attacks.threat) or a spec string")
+        try:
+            threat = as_threat_model(threat)
+        except ValueError as e:
+            raise AttackError(str(e)) from None
         if search not in SEARCHES:
             raise AttackError(f"search must be one of {SEARCHES}, got {search!r}")
         if goal not in ("improve", "topk"):

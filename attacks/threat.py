@@ -886,6 +886,17 @@ def load_threat_model(spec: str | Mapping[str, Any] | ThreatModel | None = None)
     return model
 
 
+def as_threat_model(threat) -> ThreatModel:
+    """``threat`` itself when it is a threat model (anything with ``neighbours``), else
+    :func:`load_threat_model` of the spec (a string or a mapping); what attacks accept."""
+    if isinstance(threat, (str, dict)):
+        return load_threat_model(threat)
+    if not isinstance(threat, ThreatModel) and not hasattr(threat, "neighbours"):
+        raise ValueError(f"threat must be a ThreatModel (attacks.threat) or a spec string, got "
+                         f"{type(threat).__name__}")
+    return threat
+
+
 def symmetric_closure(threat: ThreatModel, col) -> "SynonymTable":
     """The threat model closed under symmetry on a collection's vocabulary.
 

@@ -203,14 +203,12 @@ class WordSubstitutionAttack(Attack):
                  goal: str | None = None, goal_k: int = 10, seed: int = 0,
                  search: str = "greedy", white_box: bool = False, rescore: int | None = 30,
                  beam_width: int = 3, batch_size: int = 256, max_screen: int | None = None):
-        from .threat import ThreatModel
+        from .threat import as_threat_model
 
-        if isinstance(threat, (str, dict)):
-            from .threat import load_threat_model
-
-            threat = load_threat_model(threat)
-        if not isinstance(threat, ThreatModel) and not hasattr(threat, "neighbours"):
-            raise AttackError("threat must be a ThreatModel (attacks.threat) or a spec string")
+        try:
+            threat = as_threat_model(threat)
+        except ValueError as e:
+            raise AttackError(str(e)) from None
         if search not in SEARCHES:
             raise AttackError(f"search must be one of {SEARCHES}, got {search!r}")
         if max_words is not None and int(max_words) < 1:

@@ -257,80 +257,42 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail
 
 def _train_with_early_stopping(model, groups, cfg, evaluate, eval_every: int, patience: int,
                                progress: bool) -> dict:
-    """The lab's pairwise/listwise training step (:func:`rankers.training.group_loss`) with a
-    held-out agreement check every ``eval_every`` steps (``evaluate() -> {"overlap@10", ...}``);
-    stops after ``patience`` checks without a better overlap@10 (ties: higher RBO) and restores
-    the best weights."""
+    """:func:`rankers.training.train_cross_encoder` with a held-out agreement check every
+    ``eval_every`` steps (``evaluate() -> {"overlap@10", ...}``); stops after ``patience`` checks
+    without a better overlap@10 (ties: higher RBO) and restores the best weights."""
     import copy
 
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
+    from .training import train_cross_encoder
 
-    from .training import group_loss, seed_everything
-
-    groups = [g for g in groups if len(g.docs) >= 2]
-    seed_everything(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     net = model.model
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * ((len(groups) + cfg.batch_size - 1) // cfg.batch_size)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), steps)
-    losses: list[float] = []
-    best, best_key, best_state, bad, stopped = None, None, None, 0, False
-    bar = tqdm(total=steps, desc=f"imitation {cfg.loss}", disable=not progress)
+    state: dict = {"best": None, "key": None, "weights": None, "bad": 0}
 
     def check():
-        nonlocal best, best_key, best_state, bad
+        was = net.training
         net.eval()
         a = evaluate()
-        net.train()
+        net.train(was)
         key = (a["overlap@10"], a["rbo"])
-        if best_key is None or key > best_key:
-            best, best_key, bad = a, key, 0
-            best_state = copy.deepcopy(net.state_dict())
+        if state["key"] is None or key > state["key"]:
+            state.update(best=a, key=key, weights=copy.deepcopy(net.state_dict()), bad=0)
         else:
-            bad += 1
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}" if losses else "-",
-                        overlap10=f"{a['overlap@10']:.3f}")
+            state["bad"] += 1
 
-    net.train()
-    try:
-        for _ in range(cfg.epochs):
-            order = rng.permutation(len(groups))
-            for b in range(0, len(order), cfg.batch_size):
-                batch = [groups[i] for i in order[b: b + cfg.batch_size]]
-                scores = model.forward_scores([g.query for g in batch for _ in g.docs],
-                                              [d for g in batch for d in g.docs])
-                parts, off = [], 0
-                for g in batch:
-                    parts.append(g.weight * group_loss(scores[off: off + len(g.docs)], cfg))
-                    off += len(g.docs)
-                loss = torch.stack(parts).mean()
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                opt.step()
-                sched.step()
-                losses.append(float(loss.detach()))
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-                if evaluate is not None and len(losses) % eval_every == 0:
-                    check()
-                    if bad >= patience:
-                        stopped = True
-                        break
-            if stopped:
-                break
-        if evaluate is not None and not stopped and len(losses) % eval_every:
-            check()
-        if best_state is not None:
-            net.load_state_dict(best_state)
-    finally:
-        bar.close()
-        net.eval()
-    return {"loss": losses, "planned_steps": steps, "stopped_early": stopped, "agreement": best}
+    def on_step(step: int, losses: list) -> bool:
+        if evaluate is None or step % eval_every:
+            return False
+        check()
+        return state["bad"] >= patience
+
+    hist = train_cross_encoder(model, groups, cfg, progress=progress, on_step=on_step,
+                               desc=f"imitation {cfg.loss}")
+    if evaluate is not None and not hist["stopped_early"] and hist["steps_done"] % eval_every:
+        check()
+    if state["weights"] is not None:
+        net.load_state_dict(state["weights"])
+    net.eval()
+    return {"loss": hist["loss"], "planned_steps": hist["steps"],
+            "stopped_early": hist["stopped_early"], "agreement": state["best"]}
 
 
 def agreement(victim_or_ranker, surrogate: Ranker, col, queries, first_stage: str = "bm25",

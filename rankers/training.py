@@ -124,11 +124,16 @@ def group_loss(scores: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 
 def train_cross_encoder(model: CrossEncoder, groups: Sequence[Group], cfg: TrainConfig | None = None,
                         progress: bool = True,
-                        doc_transform: Callable[[list, int, np.random.Generator], list] | None = None) -> dict:
-    """Fine-tune ``model`` in place on ``groups``; returns ``{"loss": [per-step losses], ...}``.
+                        doc_transform: Callable[[list, int, np.random.Generator], list] | None = None,
+                        on_step: Callable[[int, list], bool] | None = None,
+                        desc: str | None = None) -> dict:
+    """Fine-tune ``model`` in place on ``groups``; returns ``{"loss": [per-step losses], "steps":
+    planned steps, "steps_done", "stopped_early", "config"}``.
 
     ``doc_transform(docs, epoch, rng)`` may rewrite the documents of each batch (e.g. random
-    substitutions for noisy training); it must not modify its input list.
+    substitutions for noisy training); it must not modify its input list. ``on_step(step,
+    losses)`` is called after every optimisation step (1-based ``step``, the losses so far) in
+    train mode; returning True stops training (early stopping). ``desc`` labels the progress bar.
     """
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -152,7 +157,8 @@ def train_cross_encoder(model: CrossEncoder, groups: Sequence[Group], cfg: Train
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup * steps), steps)
     history: list[float] = []
     net.train()
-    bar = tqdm(total=steps, desc=f"train {cfg.loss}", disable=not progress)
+    bar = tqdm(total=steps, desc=desc or f"train {cfg.loss}", disable=not progress)
+    stopped = False
     try:
         for epoch in range(cfg.epochs):
             order = rng.permutation(len(groups))
@@ -176,10 +182,16 @@ def train_cross_encoder(model: CrossEncoder, groups: Sequence[Group], cfg: Train
                 history.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(history[-20:]):.4f}")
+                if on_step is not None and on_step(len(history), history):
+                    stopped = True
+                    break
+            if stopped:
+                break
     finally:
         bar.close()
         net.eval()
-    return {"loss": history, "steps": steps, "config": asdict(cfg)}
+    return {"loss": history, "steps": steps, "steps_done": len(history), "stopped_early": stopped,
+            "config": asdict(cfg)}
 
 
 def save_cross_encoder(model: CrossEncoder, out: str | Path, metadata: dict | None = None) -> Path:
