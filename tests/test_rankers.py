@@ -190,3 +190,21 @@ def test_position_gradients_cover_document_positions(tiny_cross, tiny_bi, kind):
         # a first-order check: moving along -grad lowers the loss (raises the score)
         s1 = ranker.score_embeds(q, (emb - 1e-2 * grad)[None], enc.inputs["attention_mask"], tt)
     assert s1.item() > s0.item()
+
+
+def test_as_differentiable_sees_through_score_caches(tiny_cross, tiny_bi):
+    from rankers import CachedRanker, TermWeightRanker
+    from rankers.base import DifferentiableRanker, as_differentiable
+
+    assert as_differentiable(CachedRanker(tiny_cross)) is tiny_cross
+    assert as_differentiable(tiny_bi) is tiny_bi
+    assert as_differentiable(TermWeightRanker()) is None
+    assert not isinstance(TermWeightRanker(), DifferentiableRanker)
+    # the window: a bi-encoder reads the document alone, a cross-encoder after the query
+    doc = "the bees make honey " * 30
+    for r in (tiny_bi, tiny_cross):
+        enc = r.encode_for_attack("bees honey", doc)
+        assert enc.truncated and 0 < enc.doc_chars < len(doc)
+        assert enc.inputs["input_ids"].shape[1] == r.max_length
+        assert all(doc[s:e] in {"the", "bees", "make", "honey"} for _, s, e in enc.doc_pieces)
+    assert not tiny_bi.encode_for_attack("q", "the bees").truncated
