@@ -64,20 +64,23 @@ def main(argv=None) -> int:
     ap.add_argument("--n-queries", type=int, default=20)
     ap.add_argument("--surrogate-queries", type=int, default=20)
     ap.add_argument("--trigger-len", type=int, default=6, help="inserted words (PAT, controls)")
-    ap.add_argument("--beams", type=int, default=10)
-    ap.add_argument("--candidates", type=int, default=32, help="proposals per beam and step")
-    ap.add_argument("--perturb-steps", type=int, default=5)
+    ap.add_argument("--beams", type=int, default=5)
+    ap.add_argument("--candidates", type=int, default=16, help="proposals per beam and step")
+    ap.add_argument("--perturb-steps", type=int, default=2)
     ap.add_argument("--relevance", default="query", choices=["query", "passage"])
     ap.add_argument("--lambda-lm", type=float, default=0.6)
     ap.add_argument("--lambda-coh", type=float, default=0.0)
-    ap.add_argument("--victim-checks", type=int, default=5)
+    ap.add_argument("--victim-checks", type=int, default=3)
     ap.add_argument("--window", type=int, default=128, help="surrogate word pieces (PAT)")
-    ap.add_argument("--white-box", action="store_true", help="add PAT with the victim as surrogate")
-    ap.add_argument("--skip-prada", action="store_true")
+    ap.add_argument("--rows", default="query-plus,keyword-stuffing,random-trigger,pat,prada",
+                    help="comma list of query-plus, keyword-stuffing, random-trigger, pat, prada, "
+                         "pat-white-box (the victim as surrogate: an upper bound)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1: on a shared 2-core box spin-waits cost 10x)")
-    ap.add_argument("--out", default=None, help="JSONL with every result row")
+    ap.add_argument("--out", default=None, help="JSONL with every result row (appended)")
+    ap.add_argument("--run-cache", default=None,
+                    help="pickle of the victim's run (written once, reused by reruns)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -103,47 +106,62 @@ def main(argv=None) -> int:
     attack_qids = sorted(perm[: args.n_queries])
     sur_qids = sorted(perm[args.n_queries: args.n_queries + args.surrogate_queries])
     t = time.perf_counter()
-    run = victim.transform(cands[cands["qid"].isin(attack_qids)])
+    cache = Path(args.run_cache) if args.run_cache else None
+    if cache is not None and cache.is_file():
+        import pandas as pd
+
+        run = pd.read_pickle(cache)
+        assert sorted(run["qid"].unique()) == attack_qids, "stale --run-cache file"
+    else:
+        run = victim.transform(cands[cands["qid"].isin(attack_qids)])
+        if cache is not None:
+            run.to_pickle(cache)
     print(f"{col.name}: {len(col.documents)} docs; victim run on {len(attack_qids)} queries x 100 "
           f"in {time.perf_counter() - t:.0f}s", flush=True)
     targets = sample_targets(run, "mixture", seed=args.seed)
     lm = NGramLM.from_collection(col)
     tfidf = TfIdf.from_collection(col)
 
+    rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    need_sur = any(r in ("pat", "prada") for r in rows_wanted)
     t = time.perf_counter()
-    sur, info = imitation_surrogate(
-        victim, "minilm", col, sur_qids, recipe="top25_plus_tail", k=6, tail=3, base="minilm",
-        loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25", candidates_k=100,
-        max_pairs=None, lr=1e-4, max_length=192, progress=False)
-    agree = run_agreement(run, sur.score)
-    print(f"surrogate: {info['n_groups']} pairs, {info['victim_queries']} victim queries, "
-          f"{time.perf_counter() - t:.0f}s{' (cached)' if info.get('cached') else ''}; agreement "
-          f"on the attack queries: overlap@10 {agree['overlap@10']:.3f}, RBO {agree['rbo']:.3f}",
-          flush=True)
+    sur, info, agree, prada = None, {}, {"overlap@10": float("nan"), "rbo": float("nan")}, None
+    if need_sur:
+        sur, info = imitation_surrogate(
+            victim, "minilm", col, sur_qids, recipe="top25_plus_tail", k=6, tail=3, base="minilm",
+            loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25", candidates_k=100,
+            max_pairs=None, lr=1e-4, max_length=192, progress=False)
+        if "prada" in rows_wanted:
+            from attacks import WordSubstitutionAttack
+
+            # PRADA with its defaults; scoring the lists for the agreement primes its
+            # competitor cache (it would score the same top-99 documents anyway)
+            prada = WordSubstitutionAttack(sur, "wordnet+glove", seed=args.seed)
+        agree = run_agreement(run, prada.surrogate_scores if prada is not None else sur.score)
+        print(f"surrogate: {info['n_groups']} pairs, {info['victim_queries']} victim queries, "
+              f"{time.perf_counter() - t:.0f}s{' (cached)' if info.get('cached') else ''}; "
+              f"agreement on the attack queries: overlap@10 {agree['overlap@10']:.3f}, "
+              f"RBO {agree['rbo']:.3f}", flush=True)
 
     pat_kw = dict(lm="ngram", trigger_len=args.trigger_len, beams=args.beams,
                   candidates=args.candidates, position="start", relevance=args.relevance,
                   lambda_lm=args.lambda_lm, lambda_coh=args.lambda_coh,
                   perturb_steps=args.perturb_steps, victim_checks=args.victim_checks,
                   window=args.window, seed=args.seed)
-    methods = [
-        ("query-plus", lambda: InsertionAttack("query-plus", seed=args.seed)),
-        ("keyword-stuffing", lambda: InsertionAttack("keyword-stuffing",
-                                                     max_tokens=args.trigger_len,
-                                                     seed=args.seed)),
-        ("random-trigger", lambda: InsertionAttack("random-trigger",
-                                                   trigger_len=args.trigger_len, seed=args.seed)),
-        ("PAT (imitation)", lambda: TriggerAttack(sur, **pat_kw)),
-    ]
-    if args.white_box:
-        methods.append(("PAT white-box", lambda: TriggerAttack(victim, **pat_kw)))
-    if not args.skip_prada:
-        def prada():
-            from attacks import WordSubstitutionAttack
-
-            return WordSubstitutionAttack(sur, "wordnet+glove", seed=args.seed)
-        methods.append(("PRADA (imitation)", prada))
-
+    makers = {
+        "query-plus": ("query-plus", lambda: InsertionAttack("query-plus", seed=args.seed)),
+        "keyword-stuffing": ("keyword-stuffing", lambda: InsertionAttack(
+            "keyword-stuffing", max_tokens=args.trigger_len, seed=args.seed)),
+        "random-trigger": ("random-trigger", lambda: InsertionAttack(
+            "random-trigger", trigger_len=args.trigger_len, seed=args.seed)),
+        "pat": ("PAT (imitation)", lambda: TriggerAttack(sur, **pat_kw)),
+        "prada": ("PRADA (imitation)", lambda: prada),
+        "pat-white-box": ("PAT white-box", lambda: TriggerAttack(victim, **pat_kw)),
+    }
+    unknown = [r for r in rows_wanted if r not in makers]
+    if unknown:
+        raise SystemExit(f"unknown --rows {unknown}; use {list(makers)}")
+    methods = [makers[r] for r in rows_wanted]
     table, rows = [], []
     for name, make in methods:
         attack = make()
@@ -151,7 +169,12 @@ def main(argv=None) -> int:
         fr = attack.run(Oracle(victim, access="rank"), col, targets, run=run, errors="record",
                         progress=False)
         secs = time.perf_counter() - t
-        rows += [{**r, "bench_row": name} for r in fr.to_dict("records")]
+        new_rows = [{**r, "bench_row": name} for r in fr.to_dict("records")]
+        rows += new_rows
+        if args.out:  # appended per method, so a cut-short run keeps what finished
+            with open(args.out, "a") as f:
+                for r in new_rows:
+                    f.write(json.dumps(r, default=str) + "\n")
         for proto in ("easy5", "hard5"):
             sub = fr[fr["protocol"] == proto]
             s = summarize(sub, fluency=lm, tfidf=tfidf)
@@ -177,10 +200,6 @@ def main(argv=None) -> int:
           f"{args.perturb_steps}, victim checks {args.victim_checks}")
     print_table(table)
     print(f"bench wall time {time.perf_counter() - t_all:.0f}s on {args.threads} thread(s)")
-    if args.out:
-        with open(args.out, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r, default=str) + "\n")
     return 0
 
 
