@@ -91,7 +91,8 @@ def kl_interval(g, n, delta: float, two_sided: bool = True, iters: int = 60):
     one-sided), computed by bisection. Valid for any ``[0, 1]``-valued variables (their moment
     generating function is dominated by a Bernoulli's), and much narrower than Hoeffding near 0
     and 1 (saturated squashed scores): ``n = 32``, ``g = 0``, ``delta = 0.005``: upper 0.171 vs
-    Hoeffding's 0.306 (for ``g = 0`` the upper end is ``1 - (delta/2)^(1/n)``). Returns ``(lower, upper)`` arrays; ``(0, 1)`` for ``n = 0``.
+    Hoeffding's 0.306 (for ``g = 0`` the upper end is ``1 - (delta/2)^(1/n)``). Returns
+    ``(lower, upper)`` arrays; ``(0, 1)`` for ``n = 0``.
     """
     g = np.clip(np.asarray(g, dtype=np.float64), 0.0, 1.0)
     n = np.broadcast_to(np.asarray(n, dtype=np.float64), g.shape)
@@ -217,8 +218,8 @@ def certify(smoothed: SmoothedRanker, run: pd.DataFrame, ks: Sequence[int] = (1,
     (:class:`defenses.masking.MaskedSmoothedRanker`, whose radius holds against any substitution).
     Each (qid, K) also gets its certified radius (``radius_words``, ``radius_share``: the largest
     budget at which the same intervals certify the list; see :func:`certified_radius`). Base
-    forward passes are counted (distinct perturbed texts of a query are scored once, across looks). Progress per
-    query via tqdm (``progress=False`` to silence).
+    forward passes are counted (distinct perturbed texts of a query are scored once, across
+    looks). Progress per query via tqdm (``progress=False`` to silence).
     """
     if not isinstance(smoothed, SmoothedRanker):
         raise TypeError(f"certify needs a SmoothedRanker, got {type(smoothed).__name__}")
@@ -372,8 +373,8 @@ def certified_radius(top_lo: float, hi_out: np.ndarray, curves_out: Sequence[np.
     documents' upper bounds (certdr: ``g_{K+1} + e`` for each); ``curves_out[j][r]`` = outside
     document j's radius with ``r`` words changed (``r = 0 .. n_j``). Returns ``(words, share)``:
     ``words`` = largest ``r`` with ``r_j = min(r, n_j)`` for every j: certified at ``r`` iff
-    ``r <= words`` (``inf`` when certified even with every word changed); ``share`` = the supremum of the shares ``rho`` in
-    ``[0, 1]`` certified with ``r_j = floor(rho n_j)`` (the condition changes only where some
+    ``r <= words`` (``inf`` when certified even with every word changed); ``share`` = the
+    supremum of the shares ``rho`` in ``[0, 1]`` certified with ``r_j = floor(rho n_j)`` (the condition changes only where some
     ``rho n_j`` crosses an integer, so the certified shares are ``[0, share)``, plus ``rho = 1``
     when ``share = 1`` and every word of every outside document may change); both ``-1`` when
     the condition fails even without an attack. Valid because the radii are non-decreasing in the

@@ -17,7 +17,8 @@ from the same distribution for ``d`` and ``d'`` (it depends on ``n`` and ``k`` o
 the two smoothing distributions through the same ``U``: they differ only on
 ``{U : U ∩ P ≠ ∅}``, whose probability is
 
-    1 - P(U ∩ P = ∅) = 1 - C(n - |P|, k) / C(n, k) <= 1 - C(n - r, k) / C(n, k) =: Delta(n, k, r).
+    1 - P(U ∩ P = ∅) = 1 - C(n - |P|, k) / C(n, k)
+                     <= 1 - C(n - r, k) / C(n, k) =: Delta(n, k, r).
 
 Hence the total variation between the distributions of ``mask(d, U)`` and ``mask(d', U)`` is at
 most ``Delta`` and every ``[0, 1]``-valued function of the masked text (the squashed base score)

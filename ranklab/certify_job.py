@@ -108,6 +108,10 @@ class CertifyConfig(RankingConfig):
                                   f"{self.center!r}") from None
             if not math.isfinite(c):
                 raise ConfigError(f"center (--center) must be finite, got {self.center!r}")
+        if self.smoothing == "mask" and self.R is None and self.r_share is None:
+            raise ConfigError("mask smoothing (--smoothing mask) certifies against r substituted "
+                              "words of each document: give the budget as --R WORDS or "
+                              "--r-share SHARE (with every word changeable the radius is 1)")
         if self.R is not None and self.r_share is not None:
             raise ConfigError("give the attacker's budget once: R (--R, words) or r_share "
                               "(--r-share, a share of each document's words)")

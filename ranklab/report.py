@@ -136,15 +136,16 @@ def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float
 
 
 def _radius_stats(sub: pd.DataFrame) -> dict:
-    """Median and quartiles of the certified radii (words, share) of non-trivial lists; lists
-    not certified even without an attack count as radius -1."""
+    """Median and quartiles (lower interpolation: always a radius some list has) of the
+    certified radii (words, share) of non-trivial lists; lists not certified even without an
+    attack count as -1, lists certified whatever the number of changed words as ``inf``
+    (written ``null`` in JSON)."""
     nt = sub[~sub["trivial"]] if "trivial" in sub else sub
     out = {}
     for col in ("radius_words", "radius_share"):
         v = nt[col].dropna() if col in nt else pd.Series(dtype=float)
-        out[f"median_{col}"] = _num(v.median()) if len(v) else None
-        out[f"q25_{col}"] = _num(v.quantile(0.25)) if len(v) else None
-        out[f"q75_{col}"] = _num(v.quantile(0.75)) if len(v) else None
+        for name, q in (("median", 0.5), ("q25", 0.25), ("q75", 0.75)):
+            out[f"{name}_{col}"] = _num(v.quantile(q, interpolation="lower")) if len(v) else None
     return out
 
 
@@ -490,11 +491,11 @@ def _certified_radius_block(frame: pd.DataFrame) -> dict:
         w = sub["radius_words"].dropna()
         sh = sub["radius_share"].dropna()
         out[str(int(K))] = {
-            "words": {str(q): _num(w.quantile(q)) for q in (0.0, 0.25, 0.5, 0.75, 1.0)}
-            if len(w) else {},
-            "share": {str(q): _num(sh.quantile(q)) for q in (0.0, 0.25, 0.5, 0.75, 1.0)}
-            if len(sh) else {},
-            "n_lists": int(len(sub))}
+            "words": {str(q): _num(w.quantile(q, interpolation="lower"))
+                      for q in (0.0, 0.25, 0.5, 0.75, 1.0)} if len(w) else {},
+            "share": {str(q): _num(sh.quantile(q, interpolation="lower"))
+                      for q in (0.0, 0.25, 0.5, 0.75, 1.0)} if len(sh) else {},
+            "n_unbounded": int(np.isinf(w).sum()), "n_lists": int(len(sub))}
     return out
 
 

@@ -179,7 +179,8 @@ def test_noise_specs():
     assert parse_noise_spec("clusters:max_size=50,fill=1") == ("clusters", {"max_size": 50,
                                                                           "fill": True})
     assert parse_noise_spec("wordnet+glove") == ("synonym", {"threat": "wordnet+glove"})
-    assert parse_noise_spec("synonym:glove?k=20&min_sim=0.8")[1]["threat"] == "glove?k=20&min_sim=0.8"
+    spec = "glove?k=20&min_sim=0.8"
+    assert parse_noise_spec(f"synonym:{spec}")[1]["threat"] == spec
     for bad, msg in [("mask:", "keep"), ("mask:foo=1", "bad item"), ("mask:keep=x", "bad value"),
                      ("clusters:keep=0.3", "bad item"), ("", "non-empty")]:
         with pytest.raises(ValueError, match=msg):

@@ -250,7 +250,8 @@ def test_coverage(bound):
         sm = make(n=n, keep_count=1, temperature=0.5, seed=seed)
         S = np.stack(sm.sample_scores_batch([QUERY] * m, texts, [n] * m))
         g, var = S.mean(1), S.var(1, ddof=1)
-        e = hoeffding_eps(n, alpha / m) if bound == "hoeffding" else bernstein_eps(n, var, alpha / m)
+        e = (hoeffding_eps(n, alpha / m) if bound == "hoeffding"
+             else bernstein_eps(n, var, alpha / m))
         ok = np.abs(g - truth) <= e
         hits += ok.mean()
         simultaneous += ok.all()
