@@ -2,7 +2,8 @@
 
 Exports (loaded on first use, so ``import attacks`` imports neither torch nor TextAttack):
 
-* :class:`WordSubstitutionAttack` (PRADA-style, :mod:`attacks.word_substitution`)
+* :class:`WordSubstitutionAttack` (word substitution: exact lazy greedy, beam or the faithful
+  PRADA loop behind ``search=``, :mod:`attacks.word_substitution`)
 * :class:`AttackResult`, :func:`sample_targets`, :func:`new_rank`, :func:`results_frame`
   (:mod:`attacks.base`)
 * :func:`summarize` (:mod:`attacks.metrics`)

@@ -42,7 +42,7 @@ METHODS = ("word-substitution", "textattack", "trigger", "query-plus", "keyword-
 INSERTIONS = ("query-plus", "keyword-stuffing", "random-trigger")
 WS_SEARCHES = ("greedy", "beam", "prada")
 TA_SEARCHES = ("greedy-wir", "greedy-wir-delete")  # and "greedy", shared with word substitution
-_SURROGATE_CACHE_VERSION = 1
+_SURROGATE_CACHE_VERSION = 2  # 2: held-out early stopping, new defaults
 
 
 def cache_dir() -> Path:
