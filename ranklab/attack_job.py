@@ -329,7 +329,15 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
 
     frame = attack.run(oracle, col, tsamp, run=run, progress=progress, errors="record",
                        on_result=writer)
-    summary = summarize(frame, similarity=cfg.similarity)
+    extra = {}
+    if cfg.method == "trigger" or cfg.method in INSERTIONS:
+        # detectability next to success: fluency (n-gram perplexity ratio, span perplexity)
+        # and spamicity (TF-IDF overlap of the inserted text with the query)
+        from attacks.lm import NGramLM
+        from attacks.metrics import TfIdf
+
+        extra = {"fluency": NGramLM.from_collection(col), "tfidf": TfIdf.from_collection(col)}
+    summary = summarize(frame, similarity=cfg.similarity, **extra)
     summary.update({"job": job_id, "config": cfg.to_params(), "command": cfg.command(), "victim": victim.name,
                     "surrogate": getattr(sur, "name", None) if cfg.method == "word-substitution"
                     else None, "threat_name": getattr(threat_model, "name", str(cfg.threat)),

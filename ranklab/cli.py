@@ -134,9 +134,11 @@ def cmd_attack(args) -> int:
     out = _writable_file(args.out, "the results file (--out)") if args.out else None
     before = _count_lines(out) if out is not None and out.exists() else 0
     results, summary = run_attack_job(cfg, out=str(out) if out else None, progress=not args.quiet)
-    headline = ["n_targets", "n_errors", "ASR", "boost", "T5R", "T10R", "PP", "similarity",
-                "queries_mean", "queries_max", "wall_s_mean"]
-    print_table([{k: summary[k] for k in headline if k in summary}])
+    headline = ["n_targets", "n_errors", "ASR", "boost", "T5R", "T10R", "PP", "inserted_share",
+                "spamicity", "ppl_ratio", "similarity", "queries_mean", "queries_max",
+                "wall_s_mean"]
+    print_table([{k: summary[k] for k in headline if k in summary
+                  and not (isinstance(summary[k], float) and math.isnan(summary[k]))}])
     if out is not None:
         note = f" (appended: the file now holds {before + len(results)} rows)" if before else ""
         print(f"{len(results)} result rows -> {out}{note}")

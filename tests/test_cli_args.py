@@ -226,6 +226,7 @@ def test_attack_cli_runs_trigger_and_insertion_methods(synthetic, tiny_cross_pat
         s = json.loads(stdout.strip().splitlines()[-1])
         assert code == 0 and s["n_targets"] > 0 and s["queries_max"] <= 1, method
         assert s["config"]["method"] == method
+        assert s["spamicity"] is not None and s["ppl_ratio"] is not None  # detectability
     code, stdout, _ = run_cli(base + ["--method", "trigger", "--surrogate", "victim",
                                       "--trigger-len", "2", "--beams", "2",
                                       "--trigger-candidates", "8", "--victim-checks", "2"], capsys)
