@@ -396,15 +396,22 @@ class TriggerAttack(InsertionBase):
         self.scale_docs = int(scale_docs)
         self.tie_rule = tie_rule
         self.seed = int(seed)
+        # lazily built state: the surrogate view, the fitted LM (and the collection it was fitted
+        # on), the victim's anchors per query
+        self._surrogate_view: TriggerSurrogate | None = None
+        self._lm_model = None
+        self._lm_ready = False
+        self._lm_col: int | None = None
+        self._anchor_cache: dict = {}
+        self._trigger_cache: dict = {}  # query-only triggers, when they do not depend on the passage
 
     # -- lazily built state ------------------------------------------------------------------
     def _sv(self) -> TriggerSurrogate:
-        sv = self.__dict__.get("_surrogate_view")
-        if sv is None:
-            sv = self.__dict__["_surrogate_view"] = trigger_surrogate(
+        if self._surrogate_view is None:
+            self._surrogate_view = trigger_surrogate(
                 self.surrogate, window=self.window, min_word_len=self.min_word_len,
                 batch_size=self.batch_size)
-        return sv
+        return self._surrogate_view
 
     def vocabulary(self) -> list[str]:
         """The words a trigger may use (lower-case)."""
@@ -412,18 +419,18 @@ class TriggerAttack(InsertionBase):
 
     def fit_lm(self, col=None, texts: Iterable[str] | None = None):
         """Resolve ``lm`` (fit the n-gram model on ``col``'s documents or ``texts``)."""
-        self.__dict__["_lm_model"] = load_lm(self.lm, col=col, texts=texts)
-        self.__dict__["_lm_ready"] = True
-        return self.__dict__["_lm_model"]
+        self._lm_model = load_lm(self.lm, col=col, texts=texts)
+        self._lm_ready = True
+        return self._lm_model
 
     def run(self, victim_oracle, col, targets, run=None, **kw) -> pd.DataFrame:
         """:meth:`attacks.base.Attack.run`; fits the n-gram LM on ``col`` first."""
-        if not self.__dict__.get("_lm_ready") or self.__dict__.get("_lm_col") != id(col):
+        if not self._lm_ready or self._lm_col != id(col):
             if isinstance(self.lm, str) and self.lm.startswith("ngram"):
                 self.fit_lm(col=col)
             else:
                 self.fit_lm()
-            self.__dict__["_lm_col"] = id(col)
+            self._lm_col = id(col)
         return super().run(victim_oracle, col, targets, run=run, **kw)
 
     # -- the attack --------------------------------------------------------------------------
@@ -439,8 +446,8 @@ class TriggerAttack(InsertionBase):
             raise AttackError("victim checks need rank feedback: use an Oracle with access "
                               "'rank' (or 'score'), or victim_checks=0")
         ctx = target_context(run_for_query, target_docno, self.tie_rule, query)
-        sv = self._sv()
-        if not self.__dict__.get("_lm_ready"):
+        self._sv()  # the vocabulary check fails before any victim query
+        if not self._lm_ready:
             texts = None
             if isinstance(self.lm, str) and self.lm.startswith("ngram"):
                 texts = [ctx.text] + list(ctx.other_texts)
@@ -474,7 +481,7 @@ class TriggerAttack(InsertionBase):
         exhausted)``."""
         from rankers.oracle import AccessDenied, BudgetExhausted
 
-        cache = self.__dict__.setdefault("_anchor_cache", {})
+        cache = self._anchor_cache
         key = (ctx.qid, ctx.query)
         if key in cache:
             return cache[key], 0, False
@@ -506,7 +513,7 @@ class TriggerAttack(InsertionBase):
     def _prior(self, context: list[str], used: Sequence[str], bonus: np.ndarray,
                banned: np.ndarray) -> np.ndarray:
         sv = self._sv()
-        lm = self.__dict__.get("_lm_model")
+        lm = self._lm_model
         pr = self.word_bonus * bonus
         if lm is not None and self.lambda_lm:
             pr = pr + self.lambda_lm * lm.logprobs(context, sv.words)
@@ -523,17 +530,15 @@ class TriggerAttack(InsertionBase):
         surrogate passes)``; at most ``n_triggers`` distinct triggers of ``trigger_len`` words.
         ``anchor_scores``: the anchors' surrogate scores (computed when ``None``); ``sigma``: the
         relevance unit (surrogate score difference mapped to ``relevance_scale``)."""
-        import torch
-
         sv = self._sv()
         passage = ctx.text if self.relevance == "passage" else ""
         p_off = offset if self.relevance == "passage" else 0
-        lm = self.__dict__.get("_lm_model")
+        lm = self._lm_model
         lm_ctx = lm_words(ctx.text[:offset])[-4:] if lm is not None else []
         key = None
         if self.relevance == "query" and self.lambda_coh == 0:
             key = (ctx.query, tuple(anchors), tuple(lm_ctx))
-            cached = self.__dict__.setdefault("_trigger_cache", {}).get(key)
+            cached = self._trigger_cache.get(key)
             if cached is not None:
                 return cached, 0
         passes = 0
@@ -606,7 +611,7 @@ class TriggerAttack(InsertionBase):
                     break
         out = [(list(b[0]), b[4]) for b in beams[: self.n_triggers]]
         if key is not None:
-            self.__dict__["_trigger_cache"][key] = out
+            self._trigger_cache[key] = out
         return out, passes
 
     def _pool(self, query, passage, p_off, words, placeholder, prior, anchor_scores,

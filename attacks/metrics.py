@@ -44,7 +44,6 @@ promoted; topics with share >= 0.5 and = 1.0).
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from typing import Iterable, Mapping, Sequence
 

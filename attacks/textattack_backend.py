@@ -277,10 +277,7 @@ class TextAttackWordSubstitution(Attack):
                  only_substitutable: bool = True, seed: int = 0):
         from .threat import as_threat_model
 
-        try:
-            threat = as_threat_model(threat)
-        except ValueError as e:
-            raise AttackError(str(e)) from None
+        threat = as_threat_model(threat)
         if search not in SEARCHES:
             raise AttackError(f"search must be one of {SEARCHES}, got {search!r}")
         if goal not in ("improve", "topk"):

@@ -892,8 +892,10 @@ def as_threat_model(threat) -> ThreatModel:
     if isinstance(threat, (str, dict)):
         return load_threat_model(threat)
     if not isinstance(threat, ThreatModel) and not hasattr(threat, "neighbours"):
-        raise ValueError(f"threat must be a ThreatModel (attacks.threat) or a spec string, got "
-                         f"{type(threat).__name__}")
+        from .base import AttackError
+
+        raise AttackError(f"threat must be a ThreatModel (attacks.threat) or a spec string, got "
+                          f"{type(threat).__name__}")
     return threat
 
 

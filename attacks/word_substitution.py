@@ -205,10 +205,7 @@ class WordSubstitutionAttack(Attack):
                  beam_width: int = 3, batch_size: int = 256, max_screen: int | None = None):
         from .threat import as_threat_model
 
-        try:
-            threat = as_threat_model(threat)
-        except ValueError as e:
-            raise AttackError(str(e)) from None
+        threat = as_threat_model(threat)
         if search not in SEARCHES:
             raise AttackError(f"search must be one of {SEARCHES}, got {search!r}")
         if max_words is not None and int(max_words) < 1:

@@ -50,7 +50,7 @@ import numpy as np
 from attacks.text import tokenize
 from rankers.base import Ranker
 
-from .smoothing import CHUNK, SQUASHES, SmoothedRanker, _split64, stable_hash
+from .smoothing import CHUNK, SmoothedRanker, _split64, stable_hash
 
 __all__ = ["MaskedSmoothedRanker", "mask_radius", "mask_radius_curve", "kept_count",
            "mask_noise_transform", "MASK_MODES"]
@@ -187,18 +187,7 @@ class MaskedSmoothedRanker(SmoothedRanker):
                  mask: str = "token", mask_token: str | None = None, n_samples: int = 1000,
                  seed: int = 0, squash: str = "sigmoid", temperature: float = 1.0,
                  batch_size: int = 1024, center: float = 0.0):
-        if not isinstance(base, Ranker):
-            raise TypeError(f"base must be a Ranker, got {type(base).__name__}")
-        if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        if squash not in SQUASHES:
-            raise ValueError(f"unknown squash {squash!r}; valid: {list(SQUASHES)}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        t = self._init_draws(base, n_samples, seed, squash, temperature, center, batch_size)
         if keep_count is None:
             if isinstance(keep, bool) or not (isinstance(keep, (int, float)) and 0 < keep <= 1):
                 raise ValueError(f"keep must be a share of words in (0, 1], got {keep!r} "
@@ -213,24 +202,12 @@ class MaskedSmoothedRanker(SmoothedRanker):
                 raise ValueError(f"mask='token' needs a mask token: {base.name!r} has no tokenizer "
                                  "with one; pass mask_token='[MASK]' (or similar) or use "
                                  "mask='drop'")
-        self.base = base
         self.sets = None
         self.threat = None
         self.keep = None if keep_count is not None else float(keep)
         self.keep_count = None if keep_count is None else int(keep_count)
         self.mask = mask
         self.mask_token = mask_token if mask == "token" else None
-        self.n_samples = int(n_samples)
-        self.seed = int(seed)
-        self.squash = squash
-        self.temperature = float(temperature)
-        self.center = float(center)
-        self.batch_size = int(batch_size)
-        self.n_forward = 0
-        self._plans: dict = {}
-        t = "" if squash == "identity-clip" else f"@T={self.temperature:g}"
-        if self.center and squash != "identity-clip":
-            t += f"@c={self.center:.6g}"
         kk = f"k={self.keep_count}" if self.keep_count is not None else f"keep={self.keep:g}"
         mk = f"token={self.mask_token}" if mask == "token" else "drop"
         self.name = (f"masked({base.name}|{kk}|{mk}|N={self.n_samples}|seed={self.seed}"

@@ -400,11 +400,23 @@ class SmoothedRanker(Ranker):
     def __init__(self, base: Ranker, threat, n_samples: int = 1000, seed: int = 0,
                  squash: str = "sigmoid", temperature: float = 1.0, batch_size: int = 1024,
                  max_set_size: int = 100, threshold: float | None = None, center: float = 0.0):
+        t = self._init_draws(base, n_samples, seed, squash, temperature, center, batch_size)
+        self.sets = threat if isinstance(threat, SmoothingSets) else \
+            SmoothingSets(threat, max_set_size=max_set_size, threshold=threshold)
+        self.threat = self.sets.threat
+        self.name = (f"smoothed({base.name}|{self.threat.name}:{self.threat.fingerprint}"
+                     f"|sets={self.sets.fingerprint}|N={self.n_samples}|seed={self.seed}"
+                     f"|{squash}{t})")
+
+    def _init_draws(self, base, n_samples, seed, squash, temperature, center,
+                    batch_size) -> str:
+        """Validate and set what every smoothed ranker shares (base, draws, squash, batching);
+        returns the squash's part of :attr:`name`."""
         if not isinstance(base, Ranker):
             raise TypeError(f"base must be a Ranker, got {type(base).__name__}")
-        if int(n_samples) != n_samples or n_samples < 1:
+        if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
-        if int(seed) != seed or seed < 0:
+        if isinstance(seed, bool) or int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if squash not in SQUASHES:
             raise ValueError(f"unknown squash {squash!r}; valid: {list(SQUASHES)}")
@@ -415,9 +427,6 @@ class SmoothedRanker(Ranker):
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.base = base
-        self.sets = threat if isinstance(threat, SmoothingSets) else \
-            SmoothingSets(threat, max_set_size=max_set_size, threshold=threshold)
-        self.threat = self.sets.threat
         self.n_samples = int(n_samples)
         self.seed = int(seed)
         self.squash = squash
@@ -425,13 +434,11 @@ class SmoothedRanker(Ranker):
         self.center = float(center)
         self.batch_size = int(batch_size)
         self.n_forward = 0
-        self._plans: dict[str, _Plan] = {}
+        self._plans: dict = {}
         t = "" if squash == "identity-clip" else f"@T={self.temperature:g}"
         if self.center and squash != "identity-clip":
             t += f"@c={self.center:.6g}"
-        self.name = (f"smoothed({base.name}|{self.threat.name}:{self.threat.fingerprint}"
-                     f"|sets={self.sets.fingerprint}|N={self.n_samples}|seed={self.seed}"
-                     f"|{squash}{t})")
+        return t
 
     def describe(self) -> dict:
         return {"type": "SmoothedRanker", "base": self.base.name, "n_samples": self.n_samples,
