@@ -23,24 +23,23 @@ what how why does do make makes made produce produces when where which who
 """.split()))
 
 
-def _tiny_vocab_file(folder):
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS + list(".,?!'-")
-    path = folder / "vocab.txt"
-    path.write_text("\n".join(vocab) + "\n")
-    return path
-
-
-def build_tiny_bert(folder, kind: str, seed: int = 0):
-    """Save a tiny random BERT (2 layers, hidden 32) of ``kind`` 'bi' or 'cross' to ``folder``."""
+def build_tiny_bert(folder, kind: str, seed: int = 0, words=None, hidden: int = 32,
+                    layers: int = 2):
+    """Save a tiny random BERT of ``kind`` 'bi' or 'cross' to ``folder``: word-level vocabulary
+    (the special tokens plus ``words``, default :data:`WORDS` and punctuation), ``hidden`` units,
+    ``layers`` layers."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = _tiny_vocab_file(folder)
-    tok = BertTokenizer(str(vocab), do_lower_case=True, model_max_length=64)
-    cfg = BertConfig(vocab_size=len(vocab.read_text().split()), hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                     num_labels=1)
+    words = WORDS + list(".,?!'-") if words is None else list(words)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizer(str(path), do_lower_case=True, model_max_length=64)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=2, intermediate_size=2 * hidden,
+                     max_position_embeddings=64, num_labels=1)
     torch.manual_seed(seed)
     model = BertModel(cfg) if kind == "bi" else BertForSequenceClassification(cfg)
     model.save_pretrained(folder, safe_serialization=True)
@@ -48,15 +47,20 @@ def build_tiny_bert(folder, kind: str, seed: int = 0):
     return folder
 
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+def lexical_setup(name: str, docs, queries: dict, weights: dict):
+    """``(collection, victim, run)``: a small in-memory collection of ``docs`` (docnos d00, d01,
+    ...) and ``queries`` (qid -> text), the exact term-weight ranker with ``weights`` as victim,
+    and its ranking of every document for every query (1-based ranks)."""
+    from rankers import TermWeightRanker
+    from ranklab.collections import Collection
 
-
-def needs(present: bool, reason: str):
-    """``skipif(not present)`` on a developer's machine; in CI (``CI=true``), where .ci/setup.sh
-    installs every extra and resource, a missing one is a failure, not a skip."""
-    if not present and IN_CI:
-        return pytest.mark.usefixtures("_fail_in_ci")
-    return pytest.mark.skipif(not present, reason=reason)
+    frame = pd.DataFrame({"docno": [f"d{i:02d}" for i in range(len(docs))], "text": list(docs)})
+    qframe = pd.DataFrame({"qid": list(queries), "query": list(queries.values())})
+    col = Collection(name, frame, qframe, pd.DataFrame(columns=["qid", "docno", "label"]))
+    victim = TermWeightRanker(weights, query_weight=1.0)
+    run = pd.concat([victim.rank(q, frame["text"].tolist(), frame["docno"].tolist(), qid=qid)
+                     .assign(query=q) for qid, q in queries.items()], ignore_index=True)
+    return col, victim, run
 
 
 @pytest.fixture

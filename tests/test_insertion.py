@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import lexical_setup
 
 from attacks import InsertionAttack, new_rank, sample_targets, summarize
 from attacks.base import AttackError
@@ -13,8 +14,7 @@ from attacks.insertion import (insert_at, inserted_spans, insertion_offset, sent
 from attacks.lm import NGramLM
 from attacks.metrics import TfIdf, insertion_metrics
 from attacks.text import words
-from rankers import Oracle, TermWeightRanker
-from ranklab.collections import Collection
+from rankers import Oracle
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -31,22 +31,23 @@ WEIGHTS = {"honey": 2.0, "nectar": 1.5, "lava": 1.0, "volcano": 0.5}
 
 
 @pytest.fixture(scope="module")
-def col():
-    docs = pd.DataFrame({"docno": [f"d{i:02d}" for i in range(len(DOCS))], "text": DOCS})
-    queries = pd.DataFrame({"qid": list(QUERIES), "query": list(QUERIES.values())})
-    return Collection("ins", docs, queries, pd.DataFrame(columns=["qid", "docno", "label"]))
+def setup():
+    return lexical_setup("ins", DOCS, QUERIES, WEIGHTS)
 
 
 @pytest.fixture(scope="module")
-def victim():
-    return TermWeightRanker(WEIGHTS, query_weight=1.0)
+def col(setup):
+    return setup[0]
 
 
 @pytest.fixture(scope="module")
-def run(col, victim):
-    parts = [victim.rank(q, col.documents["text"].tolist(), col.documents["docno"].tolist(),
-                         qid=qid).assign(query=q) for qid, q in QUERIES.items()]
-    return pd.concat(parts, ignore_index=True)
+def victim(setup):
+    return setup[1]
+
+
+@pytest.fixture(scope="module")
+def run(setup):
+    return setup[2]
 
 
 def test_insert_at_and_positions():

@@ -8,6 +8,7 @@ import itertools
 
 import pandas as pd
 import pytest
+from conftest import build_tiny_bert, lexical_setup
 
 from attacks import TriggerAttack, new_rank, sample_targets
 from attacks.base import AttackError
@@ -15,7 +16,6 @@ from attacks.imitation_trigger import NoTriggerVocabulary, whole_word_vocabulary
 from attacks.insertion import insert_at, inserted_spans
 from attacks.text import words
 from rankers import Oracle, TermWeightRanker
-from ranklab.collections import Collection
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -32,22 +32,23 @@ WEIGHTS = {"honey": 2.0, "nectar": 1.5, "lava": 1.0, "magma": 1.2, "hive": 0.7}
 
 
 @pytest.fixture(scope="module")
-def col():
-    docs = pd.DataFrame({"docno": [f"d{i:02d}" for i in range(len(DOCS))], "text": DOCS})
-    queries = pd.DataFrame({"qid": list(QUERIES), "query": list(QUERIES.values())})
-    return Collection("trig", docs, queries, pd.DataFrame(columns=["qid", "docno", "label"]))
+def setup():
+    return lexical_setup("trig", DOCS, QUERIES, WEIGHTS)
 
 
 @pytest.fixture(scope="module")
-def victim():
-    return TermWeightRanker(WEIGHTS, query_weight=1.0)
+def col(setup):
+    return setup[0]
 
 
 @pytest.fixture(scope="module")
-def run(col, victim):
-    parts = [victim.rank(q, col.documents["text"].tolist(), col.documents["docno"].tolist(),
-                         qid=qid).assign(query=q) for qid, q in QUERIES.items()]
-    return pd.concat(parts, ignore_index=True)
+def victim(setup):
+    return setup[1]
+
+
+@pytest.fixture(scope="module")
+def run(setup):
+    return setup[2]
 
 
 def small(sur, **kw):
@@ -60,24 +61,11 @@ def small(sur, **kw):
 
 
 def build_bert(folder, words_, kind="cross", seed=0):
-    """A tiny random BERT whose vocabulary is the special tokens plus ``words_``."""
-    import torch
-    from transformers import (BertConfig, BertForSequenceClassification, BertModel,
-                              BertTokenizer)
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(words_)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True, model_max_length=64)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
-                     num_labels=1)
-    torch.manual_seed(seed)
-    model = BertModel(cfg) if kind == "bi" else BertForSequenceClassification(cfg)
-    model.save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
+    """A tiny random BERT (hidden 16, one layer) whose vocabulary is the special tokens plus
+    ``words_``, loaded through the lab's loader."""
     from rankers import load_ranker
 
+    build_tiny_bert(folder, kind, seed, words=words_, hidden=16, layers=1)
     return load_ranker(f"{'bi' if kind == 'bi' else 'cross'}-encoder:{folder}", batch_size=16)
 
 
