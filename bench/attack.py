@@ -20,7 +20,7 @@ Setting
                change), TextAttack GreedyWordSwapWIR (victim scores through the Oracle)
   surrogate    rankers.imitation.train_surrogate's defaults on --surrogate-queries (20) OTHER
                queries (BM25 top-30 ranked by the victim, top25_plus_tail k=6 tail=3, <= 640
-               pairs, 160 word pieces, lr 1e-4, early stopping on 4 held-out queries), cached by
+               pairs, 128 word pieces, lr 3e-4, early stopping on 4 held-out queries), cached by
                its inputs under $RANKLAB_CACHE/surrogates
 
 Prints the threat models' neighbourhood statistics on Cranfield's frequent words, the
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--competitors-k", type=int, default=30, help="PRADA's hinge competitors")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {ROWS}")
     ap.add_argument("--surrogate-max-pairs", type=int, default=640)
-    ap.add_argument("--surrogate-max-length", type=int, default=160)
+    ap.add_argument("--surrogate-max-length", type=int, default=128)
     ap.add_argument("--max-screen", type=int, default=None,
                     help="most candidates screened per target (greedy; None: all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -94,7 +94,6 @@ def main(argv=None) -> int:
         ap.error(f"unknown rows {bad}; choose from {ROWS}")
 
     import numpy as np
-    import pandas as pd
     import torch
 
     torch.set_num_threads(args.threads)
@@ -126,12 +125,9 @@ def main(argv=None) -> int:
 
     # -- queries, the victim's lists, targets
     cands = col.candidates("bm25", k=100)
-    sizes = cands.groupby("qid").size()
-    eligible = sorted(sizes[sizes >= 100].index.astype(str))
-    rng = np.random.default_rng(args.seed)
-    perm = [eligible[i] for i in rng.permutation(len(eligible))]
-    attack_qids = sorted(perm[: args.n_queries])
-    sur_qids = sorted(perm[args.n_queries: args.n_queries + args.surrogate_queries])
+    attack_qids, rest = col.split_queries(cands, args.n_queries, seed=args.seed,
+                                          min_candidates=100)
+    sur_qids = sorted(rest[: args.surrogate_queries])
     t = time.perf_counter()
     run = None
     if args.run_cache and Path(args.run_cache).is_file():
@@ -164,7 +160,7 @@ def main(argv=None) -> int:
         sur, info = imitation_surrogate(
             victim, "minilm", col, sur_qids, recipe="top25_plus_tail", k=6, tail=3,
             base="minilm", loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25",
-            candidates_k=30, max_pairs=args.surrogate_max_pairs, lr=1e-4,
+            candidates_k=30, max_pairs=args.surrogate_max_pairs, lr=3e-4,
             max_length=args.surrogate_max_length, progress=True, cache=not args.no_cache)
         a = info.get("agreement") or {}
         print(f"surrogate: {info['n_groups']} pairs from {len(info['qids'])} queries, "

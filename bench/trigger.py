@@ -108,6 +108,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", default="query-plus,keyword-stuffing,random-trigger,pat,prada",
                     help="comma list of query-plus, keyword-stuffing, random-trigger, pat, prada, "
                          "pat-white-box (the victim as surrogate: an upper bound)")
+    ap.add_argument("--targets", default="mixture", choices=["mixture", "easy5", "hard5"],
+                    help="target protocol (mixture: easy5 and hard5)")
+    ap.add_argument("--per-query", type=int, default=None,
+                    help="targets kept per query and protocol (seeded; default all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1: on a shared 2-core box spin-waits cost 10x)")
@@ -132,12 +136,9 @@ def main(argv=None) -> int:
     col = load_collection(args.dataset)
     victim = load_ranker("minilm")
     cands = col.candidates("bm25", k=100)
-    sizes = cands.groupby("qid").size()
-    eligible = sorted(sizes[sizes >= 100].index.astype(str))
-    rng = np.random.default_rng(args.seed)
-    perm = [eligible[i] for i in rng.permutation(len(eligible))]
-    attack_qids = sorted(perm[: args.n_queries])
-    sur_qids = sorted(perm[args.n_queries: args.n_queries + args.surrogate_queries])
+    attack_qids, rest = col.split_queries(cands, args.n_queries, seed=args.seed,
+                                          min_candidates=100)
+    sur_qids = sorted(rest[: args.surrogate_queries])
     t = time.perf_counter()
     cache = Path(args.run_cache) if args.run_cache else None
     if cache is not None and cache.is_file():
@@ -151,7 +152,16 @@ def main(argv=None) -> int:
             run.to_pickle(cache)
     print(f"{col.name}: {len(col.documents)} docs; victim run on {len(attack_qids)} queries x 100 "
           f"in {time.perf_counter() - t:.0f}s", flush=True)
-    targets = sample_targets(run, "mixture", seed=args.seed)
+    targets = sample_targets(run, args.targets, seed=args.seed)
+    if args.per_query is not None:
+        pick = np.random.default_rng(args.seed)
+        keep = []
+        for _, g in targets.groupby(["qid", "protocol"], sort=True):
+            keep += sorted(pick.choice(g.index.to_numpy(), size=min(args.per_query, len(g)),
+                                       replace=False).tolist())
+        targets = targets.loc[sorted(keep)].reset_index(drop=True)
+    print(f"targets: {len(targets)} ({args.targets}"
+          f"{'' if args.per_query is None else f', {args.per_query} per query'})", flush=True)
     lm = NGramLM.from_collection(col)
     tfidf = TfIdf.from_collection(col)
 
@@ -208,7 +218,7 @@ def main(argv=None) -> int:
             with open(args.out, "a") as f:
                 for r in new_rows:
                     f.write(json.dumps(r, default=str) + "\n")
-        for proto in ("easy5", "hard5"):
+        for proto in sorted(set(fr["protocol"]), key=["easy5", "hard5"].index):
             sub = fr[fr["protocol"] == proto]
             s = summarize(sub, fluency=lm, tfidf=tfidf)
             share = sub["wall_s"].sum() / max(fr["wall_s"].sum(), 1e-9)
@@ -221,7 +231,7 @@ def main(argv=None) -> int:
                           "s/target": secs * share / max(s["n_targets"], 1),
                           "errors": s["n_errors"]})
         print(f"-- {name}: {len(fr)} targets in {secs:.0f}s", flush=True)
-        print_table(table[-2:])
+        print_table(table[-len(set(fr["protocol"])):])
         if name.startswith("PAT"):
             ex = fr.iloc[0]
             print(f"   e.g. qid {ex.qid}: {ex.query!r} -> trigger {ex.substitutions[0][2]!r} "

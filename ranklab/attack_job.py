@@ -32,7 +32,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ranklab.config import ConfigError, RankingConfig, fingerprint, param
@@ -151,8 +150,8 @@ class AttackConfig(RankingConfig):
     surrogate_epochs: int = param(1, "imitation training epochs", min=1)
     surrogate_max_pairs: int | None = param(640, "cap on imitation training groups (all when not "
                                             "given)", unit="groups", min=1)
-    surrogate_lr: float = param(1e-4, "imitation learning rate", gt=0)
-    surrogate_max_length: int = param(160, "imitation input length", unit="tokens", min=16)
+    surrogate_lr: float = param(3e-4, "imitation learning rate", gt=0)
+    surrogate_max_length: int = param(128, "imitation input length", unit="tokens", min=16)
     max_words: int = param(10, "most words changed per document", unit="words", min=1)
     max_pp: float | None = param(0.1, "most words changed as a share of the document's words "
                                  "(no cap when not given)", unit="fraction, 0-1", gt=0, max=1)
@@ -227,16 +226,10 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
     col = load_collection(cfg.dataset)
     victim = col.ranker(cfg.ranker, **cfg.ranker_kwargs())
     cands = col.candidates(cfg.first_stage, k=cfg.k)
-    sizes = cands.groupby("qid").size()
-    eligible = sorted(sizes[sizes >= 2].index.astype(str))
-    if not eligible:
-        raise ValueError(f"{col.name}: no query has >= 2 first-stage candidates")
-    rng = np.random.default_rng(cfg.seed)
-    perm = [eligible[i] for i in rng.permutation(len(eligible))]
-    attack_qids = sorted(perm[: cfg.queries])
-    rest = perm[cfg.queries:]
+    attack_qids, rest = col.split_queries(cands, cfg.queries, seed=cfg.seed)
+    n_usable = len(attack_qids) + len(rest)
     if len(attack_qids) < cfg.queries:
-        warnings.warn(f"{col.name} has {len(eligible)} usable queries; attacking all of them",
+        warnings.warn(f"{col.name} has {n_usable} usable queries; attacking all of them",
                       stacklevel=2)
     run = victim.transform(cands[cands["qid"].isin(attack_qids)])
 
@@ -250,7 +243,7 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
         sur_qids = sorted(rest[: int(cfg.surrogate_queries)])
         if not sur_qids:
             raise ValueError(
-                f"no queries left for imitation: {col.name} has {len(eligible)} usable queries "
+                f"no queries left for imitation: {col.name} has {n_usable} usable queries "
                 f"and {len(attack_qids)} are attacked. Lower queries, or use "
                 "surrogate='victim' (white-box) or a surrogate model path")
         if len(sur_qids) < cfg.surrogate_queries:

@@ -109,6 +109,23 @@ class Collection:
         pick = sorted(np.random.default_rng(seed).choice(len(qids), size=int(n), replace=False))
         return self.subset([qids[i] for i in pick])
 
+    def split_queries(self, candidates: pd.DataFrame, n: int, seed: int = 0,
+                      min_candidates: int = 2) -> tuple[list[str], list[str]]:
+        """A seeded, disjoint split of the queries with at least ``min_candidates`` rows in
+        ``candidates`` (a first-stage frame with ``qid``): ``(attacked, rest)``, the first ``n``
+        of a seeded permutation (sorted) and the others in permutation order (take the first
+        few for an attacker's imitation queries). Raises :class:`CollectionError` when no query
+        qualifies; fewer than ``n`` qualifying queries are all attacked."""
+        import numpy as np
+
+        sizes = candidates.groupby("qid").size()
+        eligible = sorted(sizes[sizes >= int(min_candidates)].index.astype(str))
+        if not eligible:
+            raise CollectionError(f"{self.name}: no query has >= {min_candidates} first-stage "
+                                  "candidates (a larger k, or another first stage)")
+        perm = [eligible[i] for i in np.random.default_rng(seed).permutation(len(eligible))]
+        return sorted(perm[: int(n)]), perm[int(n):]
+
     def ranker(self, spec, **kwargs):
         """:func:`rankers.load_ranker` of ``spec``, except that ``"bm25"`` is this collection's
         fitted BM25 (scores with the index's statistics, so attacked copies stay comparable)."""

@@ -94,3 +94,15 @@ def test_demo_collection_has_topics_and_graded_qrels(demo):
     assert set(demo.qrels["label"]) == {0, 1, 2}
     groups = demo.topic_groups()
     assert len(groups) >= 8 and all(len(v) >= 2 for v in groups.values())
+
+
+def test_split_queries_is_seeded_disjoint_and_filters_short_lists(synthetic):
+    col = load_collection(str(synthetic))
+    cands = pd.DataFrame({"qid": ["1", "1", "2", "2", "3"], "docno": list("abcde")})
+    attacked, rest = col.split_queries(cands, 1, seed=3, min_candidates=2)
+    assert len(attacked) == 1 and set(attacked) | set(rest) == {"1", "2"}
+    assert not set(attacked) & set(rest)                  # "3" has one candidate: left out
+    assert col.split_queries(cands, 1, seed=3, min_candidates=2) == (attacked, rest)
+    assert col.split_queries(cands, 5, seed=0)[0] == ["1", "2"]
+    with pytest.raises(CollectionError, match="no query has >= 3"):
+        col.split_queries(cands, 1, min_candidates=3)
