@@ -2,7 +2,8 @@
 greedy search at the same victim budget, white-box and with an imitation surrogate.
 
 Setting
-  collection   Cranfield (BEIR folder; default /work/shared/data/collections/cranfield)
+  collection   Cranfield (BEIR folder; default ../shared/data/collections/cranfield beside the
+               repository)
   victim       the packaged all-MiniLM-L6-v2 bi-encoder reranking BM25 top-100 (256 word pieces)
   queries      --n-queries (20) seeded queries with 100 candidates; targets: easy5 (one random
                document from each 10-rank block of ranks 51..100), then --per-query (1, seeded)
@@ -47,7 +48,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_DATASET = "/work/shared/data/collections/cranfield"
+DEFAULT_DATASET = str(Path(__file__).resolve().parents[2] / "shared/data/collections/cranfield")
 ROWS = ("greedy-wb", "textattack", "prada-wb", "greedy", "prada")
 
 

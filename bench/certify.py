@@ -41,7 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-DEFAULT_PATH = "/work/shared/data/collections/cranfield"
+DEFAULT_PATH = str(Path(__file__).resolve().parents[2] / "shared/data/collections/cranfield")
 
 
 def _crq(cert, K):

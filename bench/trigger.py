@@ -1,7 +1,8 @@
 """Benchmark: imitation triggers (PAT-style) vs insertion baselines vs PRADA-style substitution.
 
 Setting (one run, every method on the same targets):
-  collection   Cranfield (BEIR folder; default /work/shared/data/collections/cranfield)
+  collection   Cranfield (BEIR folder; default ../shared/data/collections/cranfield beside the
+               repository)
   victim       the packaged all-MiniLM-L6-v2 bi-encoder reranking BM25 top-100
   targets      hard5 (the last 5 of each list) and easy5 (one random document from each 10-rank
                block of ranks 51..100) on --n-queries (20) seeded queries with 100 candidates
@@ -76,7 +77,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_DATASET = "/work/shared/data/collections/cranfield"
+DEFAULT_DATASET = str(Path(__file__).resolve().parents[2] / "shared/data/collections/cranfield")
 
 
 def print_table(rows: list[dict], floatfmt: str = "{:.2f}") -> None:
