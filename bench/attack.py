@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run-cache", default=None,
                     help="pickle of the victim's run (written on the first run, read after)")
     ap.add_argument("--no-cache", action="store_true", help="retrain the surrogate")
-    ap.add_argument("--out", default=None, help="JSONL with every result row")
+    ap.add_argument("--out", default=None, help="JSONL with every result row (appended per method)")
     args = ap.parse_args(argv)
     rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     bad = sorted(set(rows_wanted) - set(ROWS))
@@ -220,15 +220,17 @@ def main(argv=None) -> int:
             oracle = Oracle(victim, access="score")
         else:
             atk, oracle = attacks[name]()
-        fr = atk.run(oracle, col, targets, run=run, errors="record", progress=False)
+        fr = atk.run(oracle, col, targets, run=run, errors="record", progress=True)
+        if args.out:  # appended per method, so a cut-short run keeps what finished
+            with open(args.out, "a") as f:
+                for r in fr.to_dict("records"):
+                    f.write(json.dumps({**r, "bench_row": label[name]}, default=str) + "\n")
         frames[label[name]] = fr
         table.append(summary_row(label[name], fr))
         print(f"\n{label[name]}: {time.perf_counter() - t:.0f}s", flush=True)
         _print_table(table, floatfmt="{:.2f}")
         sys.stdout.flush()
 
-    out_rows = [{**r, "bench_row": name} for name, fr in frames.items()
-                for r in fr.to_dict("records")]
     by = {r["method"]: r for r in table}
     wb, bb = by.get(label["greedy-wb"]), by.get(label["greedy"])
     if wb and bb and wb["Boost"]:
@@ -239,10 +241,6 @@ def main(argv=None) -> int:
         print(f"surrogate training: {sur_box['info']['seconds']:.0f}s (as trained; a cached "
               "model reports its original time)")
     print(f"bench wall time {time.perf_counter() - t_all:.0f}s on {args.threads} thread(s)")
-    if args.out:
-        with open(args.out, "w") as f:
-            for r in out_rows:
-                f.write(json.dumps(r, default=str) + "\n")
     return 0
 
 

@@ -211,7 +211,7 @@ def main(argv=None) -> int:
         attack = make()
         t = time.perf_counter()
         fr = attack.run(Oracle(victim, access="rank"), col, targets, run=run, errors="record",
-                        progress=False)
+                        progress=True)
         secs = time.perf_counter() - t
         new_rows = [{**r, "bench_row": name} for r in fr.to_dict("records")]
         rows += new_rows
