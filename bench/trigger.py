@@ -101,11 +101,12 @@ def main(argv=None) -> int:
     ap.add_argument("--beams", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=16, help="proposals per beam and step")
     ap.add_argument("--perturb-steps", type=int, default=2)
-    ap.add_argument("--relevance", default="query", choices=["query", "passage"])
-    ap.add_argument("--lambda-lm", type=float, default=0.6)
+    ap.add_argument("--relevance", default="passage", choices=["query", "passage"])
+    ap.add_argument("--lambda-lm", type=float, default=0.2)
     ap.add_argument("--lambda-coh", type=float, default=0.0)
     ap.add_argument("--victim-checks", type=int, default=3)
-    ap.add_argument("--window", type=int, default=128, help="surrogate word pieces (PAT)")
+    ap.add_argument("--window", type=int, default=None,
+                    help="surrogate word pieces (PAT; default: the surrogate's own limit)")
     ap.add_argument("--rows", default="query-plus,keyword-stuffing,random-trigger,pat,prada",
                     help="comma list of query-plus, keyword-stuffing, random-trigger, pat, prada, "
                          "pat-white-box (the victim as surrogate: an upper bound)")
@@ -173,8 +174,8 @@ def main(argv=None) -> int:
     if need_sur:
         sur, info = imitation_surrogate(
             victim, "minilm", col, sur_qids, recipe="top25_plus_tail", k=6, tail=3, base="minilm",
-            loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25", candidates_k=100,
-            max_pairs=None, lr=1e-4, max_length=192, progress=False)
+            loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25", candidates_k=30,
+            max_pairs=640, lr=3e-4, max_length=128, progress=True)
         if "prada" in rows_wanted:
             from attacks import WordSubstitutionAttack
 

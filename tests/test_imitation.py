@@ -175,7 +175,7 @@ def test_defaults_hold_out_queries_and_stop_on_agreement(col10, victim, tiny_cro
     assert info["victim_queries"] == oracle.queries_used == 10 * 10
     assert len(info["holdout_qids"]) == 2 and not set(info["holdout_qids"]) & set(info["qids"])
     assert info["recipe"] == "top25_plus_tail" and info["k"] == 6 and info["tail"] == 3
-    assert info["max_length"] == 64 and info["lr"] == 1e-4
+    assert info["max_length"] == 64 and info["lr"] == 3e-4
     a = info["agreement"]
     assert a["n_queries"] == 2 and 0 <= a["overlap@10"] <= 1 and 0 <= a["rbo"] <= 1
     assert info["steps"] <= info["planned_steps"] == 32
