@@ -21,47 +21,33 @@ Setting (one run, every method on the same targets):
                the collection, spamicity (TF-IDF cosine of the inserted text with the query,
                IDF from the collection), victim queries and seconds per target
 
-PAT runs with --relevance query and lambda_coh 0 by default (the reference code's query-only
-relevance; the trigger is then the same for every target of a query and is searched once per
-query): passage-aware relevance scores every candidate trigger inside each target document
-(~20x the cost on a CPU). Its victim queries per target include the anchor look-up (the
+PAT runs with passage-aware relevance (every candidate trigger is scored inside the target) and
+lambda_lm 0.2 by default; ``--relevance query --lambda-coh 0`` gives the reference code's
+query-only relevance (one trigger per query, ~20x cheaper on a CPU, Boost 34 / T10R 7 % white-box
+on the previous measurement). Its victim queries per target include the anchor look-up (the
 victim's top-3 of the 100 listed documents = 100 counted queries once per query, charged to the
 query's first target) plus at most --victim-checks rank queries.
 
-    .venv/bin/python bench/trigger.py [--n-queries 20] [--rows pat,query-plus,...]
+    .venv/bin/python bench/trigger.py [--n-queries 20] [--targets easy5 --per-query 1] [--rows ...]
 
-Measured (2026-12-01, 2-core machine shared with 4 other agents, load ~10; two processes:
-``--rows query-plus,keyword-stuffing,random-trigger,pat-white-box`` and ``--rows pat,prada``,
-sharing ``--run-cache``; victim run 13 min, imitation 22 min, PAT 20 queries ~12 min per row).
-Targets: 100 easy5 + 87 hard5 (mixture: 13 hard5 ranks coincide with easy5 picks).
+Measured (2026-12-02, 2-core machine, bench/attack.py running beside it; the same 20 easy5
+targets as bench/attack.py, one per query; 1 thread, 2,705 s wall):
 
-    method            targets  ASR    Boost  T10R  ins   ins%  ppl_ratio  span_ppl  spam  q/target
-    query-plus        easy5    100.0  61.8   57.0  16.7  8.7   1.32       232       1.00  1
-    query-plus        hard5    100.0  69.2   27.6  16.7  7.9   1.28       227       1.00  1
-    keyword-stuffing  easy5     99.0  36.7   10.0   6.0  3.4   1.21       1409      0.74  1
-    keyword-stuffing  hard5    100.0  31.0    1.1   6.0  3.1   1.18       1375      0.74  1
-    random-trigger    easy5     49.0   1.4    0.0   6.0  3.4   1.33       11968     0.00  1
-    random-trigger    hard5     42.5   1.5    0.0   6.0  3.1   1.30       11867     0.00  1
-    PAT white-box     easy5    100.0  34.3    7.0   6.0  3.4   1.11       324       0.33  23
-    PAT white-box     hard5     98.9  30.6    0.0   6.0  3.1   1.10       315       0.30  3
-    PAT (imitation)   easy5     88.0  17.5    0.0   6.0  3.4   1.05       43        0.11  23
-    PAT (imitation)   hard5     86.2  11.8    0.0   6.0  3.1   1.05       41        0.11  3
-    PRADA (imitation) easy5     68.0   4.4    0.0   0.0  0.0   1.17       -         -     10
-    PRADA (imitation) hard5     34.5   1.1    0.0   0.0  0.0   1.03       -         -     10
+    .venv/bin/python bench/trigger.py --targets easy5 --per-query 1 \
+        --rows query-plus,keyword-stuffing,random-trigger,pat-white-box,pat
 
-(PRADA changes 1.0 % / 0.2 % of the words; seconds per target: query-plus 1.0, PAT white-box
-8.1 / 1.9, PAT imitation 5.3 / 0.5 (the per-query search is charged to the first, easy5,
-target), PRADA 3.2 / 3.3. PAT's easy5 q/target includes the 100 anchor queries per query.)
+    method            n   ASR    Boost  T10R  ins    ins%  ppl_ratio  span_ppl  spam  q/target  s/target
+    query-plus        20  100.0  64.6   50.0  16.7   9.3   1.34       232       1.00  1         0.2
+    keyword-stuffing  20   95.0  37.5    5.0   6.0   3.6   1.24       1409      0.74  1         0.2
+    random-trigger    20   55.0   2.2    0.0   6.0   3.6   1.36       10973     0.00  1         0.2
+    PAT white-box     20  100.0  50.9   35.0   6.0   3.6   1.19       1242      0.16  103       75.5
+    PAT (imitation)   20   85.0   9.8    0.0   6.0   3.6   1.19       2868      0.06  103       29.3
 
-The issue's target (PAT T10R >= 30 % on easy5 with <= 6 words) is NOT reached. Measured reasons:
-the victim mean-pools ~190-word abstracts, so 6 words are 3.4 % of the text (query-plus needs
-16.7 words for 57 %; the best 6 query words, keyword stuffing, reach 10 %; T10R halves on the
-longer half of the documents for every method); the imitation surrogate agrees poorly with the
-victim (overlap@10 0.195) and proposes generic phrases ("an approximate theory of the ..."),
-while the victim itself as surrogate gives Boost 34 (T10R 7 %, at spamicity 0.33 vs 0.74 for
-keyword stuffing and 1.0 for query-plus); the LM term spends 1-2 of the 6 words on function
-words; search sizes are CPU-bound (5 beams x 16 proposals, 2 perturbation steps, query-only
-relevance, 3 victim checks) against the paper's 10 x 128, 5 steps and 5 checks on a GPU.
+With the victim as surrogate PAT reaches T10R 35 % with 6 words at spamicity 0.16 (0.21 among
+the targets that reached the top 10, against 1.00 for query-plus). Through the imitation
+surrogate it reaches none: that surrogate agrees with the victim on 55 % of the top 10 of held-out
+attacker queries over BM25 top-30, but on 11.5 % over the attacked queries' top-100 lists (RBO
+0.023), the setting the trigger must win in.
 """
 from __future__ import annotations
 
