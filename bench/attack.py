@@ -82,6 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--competitors-k", type=int, default=30, help="PRADA's hinge competitors")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {ROWS}")
     ap.add_argument("--surrogate-max-pairs", type=int, default=640)
+    ap.add_argument("--surrogate-candidates", type=int, default=30,
+                    help="BM25 candidates the victim ranks per attacker query (imitation data)")
     ap.add_argument("--surrogate-max-length", type=int, default=128)
     ap.add_argument("--max-screen", type=int, default=None,
                     help="most candidates screened per target (greedy; None: all)")
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
         sur, info = imitation_surrogate(
             victim, "minilm", col, sur_qids, recipe="top25_plus_tail", k=6, tail=3,
             base="minilm", loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25",
-            candidates_k=30, max_pairs=args.surrogate_max_pairs, lr=3e-4,
+            candidates_k=args.surrogate_candidates, max_pairs=args.surrogate_max_pairs, lr=3e-4,
             max_length=args.surrogate_max_length, progress=True, cache=not args.no_cache)
         a = info.get("agreement") or {}
         print(f"surrogate: {info['n_groups']} pairs from {len(info['qids'])} queries, "

@@ -83,6 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("dataset", nargs="?", default=DEFAULT_DATASET, help="BEIR folder")
     ap.add_argument("--n-queries", type=int, default=20)
     ap.add_argument("--surrogate-queries", type=int, default=20)
+    ap.add_argument("--surrogate-candidates", type=int, default=30,
+                    help="BM25 candidates the victim ranks per attacker query (imitation data)")
+    ap.add_argument("--surrogate-max-pairs", type=int, default=640)
     ap.add_argument("--trigger-len", type=int, default=6, help="inserted words (PAT, controls)")
     ap.add_argument("--beams", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=16, help="proposals per beam and step")
@@ -160,8 +163,9 @@ def main(argv=None) -> int:
     if need_sur:
         sur, info = imitation_surrogate(
             victim, "minilm", col, sur_qids, recipe="top25_plus_tail", k=6, tail=3, base="minilm",
-            loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25", candidates_k=30,
-            max_pairs=640, lr=3e-4, max_length=128, progress=True)
+            loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25",
+            candidates_k=args.surrogate_candidates, max_pairs=args.surrogate_max_pairs, lr=3e-4,
+            max_length=128, progress=True)
         if "prada" in rows_wanted:
             from attacks import WordSubstitutionAttack
 
