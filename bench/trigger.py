@@ -19,7 +19,8 @@ Setting (one run, every method on the same targets):
                document, PP (changed or inserted words / words), perplexity ratio adv/orig and
                the inserted span's perplexity under an interpolated Kneser-Ney trigram fitted on
                the collection, spamicity (TF-IDF cosine of the inserted text with the query,
-               IDF from the collection), victim queries and seconds per target
+               IDF from the collection; spam@T10: among the targets that reached the top 10),
+               victim queries and seconds per target
 
 PAT runs with passage-aware relevance (every candidate trigger is scored inside the target) and
 lambda_lm 0.2 by default; ``--relevance query --lambda-coh 0`` gives the reference code's
@@ -213,13 +214,15 @@ def main(argv=None) -> int:
         for proto in sorted(set(fr["protocol"]), key=["easy5", "hard5"].index):
             sub = fr[fr["protocol"] == proto]
             s = summarize(sub, fluency=lm, tfidf=tfidf)
+            top = sub[sub["adv_rank"] <= 10]
+            spam_top = summarize(top, tfidf=tfidf)["spamicity"] if len(top) else float("nan")
             share = sub["wall_s"].sum() / max(fr["wall_s"].sum(), 1e-9)
             table.append({"method": name, "targets": proto, "n": s["n_targets"],
                           "ASR": s["ASR"], "Boost": s["boost"], "T10R": s["T10R"],
                           "T10R_succ": s["T10R_succ"], "ins": s["inserted_tokens"],
                           "ins%": s["inserted_share"], "PP%": s["PP"],
                           "ppl_ratio": s["ppl_ratio"], "span_ppl": s["detector_ppl"],
-                          "spam": s["spamicity"], "q/target": s["queries_mean"],
+                          "spam": s["spamicity"], "spam@T10": spam_top, "q/target": s["queries_mean"],
                           "s/target": secs * share / max(s["n_targets"], 1),
                           "errors": s["n_errors"]})
         print(f"-- {name}: {len(fr)} targets in {secs:.0f}s", flush=True)
