@@ -67,18 +67,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DEFAULT_DATASET = str(Path(__file__).resolve().parents[2] / "shared/data/collections/cranfield")
 
 
-def print_table(rows: list[dict], floatfmt: str = "{:.2f}") -> None:
-    if not rows:
-        return
-    cols = list(rows[0])
-    cells = [[c for c in cols]] + [[floatfmt.format(r[c]) if isinstance(r[c], float) else str(r[c])
-                                    for c in cols] for r in rows]
-    w = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-    for j, row in enumerate(cells):
-        print("  ".join(x.rjust(w[i]) if j else x.ljust(w[i]) for i, x in enumerate(row)))
-    sys.stdout.flush()
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dataset", nargs="?", default=DEFAULT_DATASET, help="BEIR folder")
@@ -123,6 +111,11 @@ def main(argv=None) -> int:
     from rankers.imitation import run_agreement
     from ranklab.attack_job import imitation_surrogate
     from ranklab.collections import load_collection
+    from ranklab.display import print_table as _print_table
+
+    def print_table(rows):
+        _print_table(rows, floatfmt="{:.2f}")
+        sys.stdout.flush()
 
     t_all = time.perf_counter()
     col = load_collection(args.dataset)
