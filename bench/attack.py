@@ -66,6 +66,8 @@ def frequent_words(col, n: int = 1000) -> list[str]:
 
 
 def main(argv=None) -> int:
+    from ranklab.attack_job import AttackConfig  # the job's defaults (no torch import)
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dataset", nargs="?", default=DEFAULT_DATASET, help="BEIR folder")
     ap.add_argument("--n-queries", type=int, default=20, help="attacked queries")
@@ -81,10 +83,10 @@ def main(argv=None) -> int:
     ap.add_argument("--goal-k", type=int, default=10)
     ap.add_argument("--competitors-k", type=int, default=30, help="PRADA's hinge competitors")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {ROWS}")
-    ap.add_argument("--surrogate-max-pairs", type=int, default=640)
-    ap.add_argument("--surrogate-candidates", type=int, default=30,
+    ap.add_argument("--surrogate-max-pairs", type=int, default=AttackConfig.surrogate_max_pairs)
+    ap.add_argument("--surrogate-candidates", type=int, default=AttackConfig.surrogate_candidates,
                     help="BM25 candidates the victim ranks per attacker query (imitation data)")
-    ap.add_argument("--surrogate-max-length", type=int, default=128)
+    ap.add_argument("--surrogate-max-length", type=int, default=AttackConfig.surrogate_max_length)
     ap.add_argument("--max-screen", type=int, default=None,
                     help="most candidates screened per target (greedy; None: all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -156,18 +158,19 @@ def main(argv=None) -> int:
     print(f"targets: {len(targets)} (easy5, {args.per_query} per query), ranks "
           f"{sorted(targets['rank'].tolist())}", flush=True)
 
-    # -- the imitation surrogate (train_surrogate's defaults), trained when a row needs it
+    # -- the imitation surrogate (the attack job's defaults), trained when a row needs it
     sur_box: dict = {}
 
     def surrogate():
         if "model" in sur_box:
             return sur_box["model"]
         t = time.perf_counter()
-        sur, info = imitation_surrogate(
-            victim, "minilm", col, sur_qids, recipe="top25_plus_tail", k=6, tail=3,
-            base="minilm", loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25",
-            candidates_k=args.surrogate_candidates, max_pairs=args.surrogate_max_pairs, lr=3e-4,
-            max_length=args.surrogate_max_length, progress=True, cache=not args.no_cache)
+        cfg = AttackConfig(dataset=args.dataset, seed=args.seed, first_stage="bm25",
+                           surrogate_candidates=args.surrogate_candidates,
+                           surrogate_max_pairs=args.surrogate_max_pairs,
+                           surrogate_max_length=args.surrogate_max_length)
+        sur, info = imitation_surrogate(victim, "minilm", col, sur_qids, **cfg.imitation_options(),
+                                        progress=True, cache=not args.no_cache)
         a = info.get("agreement") or {}
         print(f"surrogate: {info['n_groups']} pairs from {len(info['qids'])} queries, "
               f"{info['steps']}/{info['planned_steps']} steps"

@@ -68,13 +68,15 @@ DEFAULT_DATASET = str(Path(__file__).resolve().parents[2] / "shared/data/collect
 
 
 def main(argv=None) -> int:
+    from ranklab.attack_job import AttackConfig  # the job's defaults (no torch import)
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dataset", nargs="?", default=DEFAULT_DATASET, help="BEIR folder")
     ap.add_argument("--n-queries", type=int, default=20)
     ap.add_argument("--surrogate-queries", type=int, default=20)
-    ap.add_argument("--surrogate-candidates", type=int, default=30,
+    ap.add_argument("--surrogate-candidates", type=int, default=AttackConfig.surrogate_candidates,
                     help="BM25 candidates the victim ranks per attacker query (imitation data)")
-    ap.add_argument("--surrogate-max-pairs", type=int, default=640)
+    ap.add_argument("--surrogate-max-pairs", type=int, default=AttackConfig.surrogate_max_pairs)
     ap.add_argument("--trigger-len", type=int, default=6, help="inserted words (PAT, controls)")
     ap.add_argument("--beams", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=16, help="proposals per beam and step")
@@ -155,11 +157,11 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     sur, info, agree, prada = None, {}, {"overlap@10": float("nan"), "rbo": float("nan")}, None
     if need_sur:
-        sur, info = imitation_surrogate(
-            victim, "minilm", col, sur_qids, recipe="top25_plus_tail", k=6, tail=3, base="minilm",
-            loss="ranknet", epochs=1, seed=args.seed, first_stage="bm25",
-            candidates_k=args.surrogate_candidates, max_pairs=args.surrogate_max_pairs, lr=3e-4,
-            max_length=128, progress=True)
+        cfg = AttackConfig(dataset=args.dataset, seed=args.seed, first_stage="bm25",
+                           surrogate_candidates=args.surrogate_candidates,
+                           surrogate_max_pairs=args.surrogate_max_pairs)
+        sur, info = imitation_surrogate(victim, "minilm", col, sur_qids, **cfg.imitation_options(),
+                                        progress=True)
         if "prada" in rows_wanted:
             from attacks import WordSubstitutionAttack
 

@@ -61,8 +61,7 @@ def _parse_targets(targets: str) -> tuple[str, list[int] | None]:
 
 def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recipe: str,
                         k: int | None, base: str, loss: str, epochs: int, seed: int,
-                        tail: int = 4,
-                        first_stage: str, candidates_k: int, max_pairs: int | None, lr: float,
+                        tail: int = 3, first_stage: str, candidates_k: int, max_pairs: int | None, lr: float,
                         max_length: int, progress: bool = True, cache: bool = True):
     """Train (or load from the disk cache) an imitation surrogate; returns ``(model, info)``."""
     from rankers.encoders import CrossEncoder
@@ -194,6 +193,15 @@ class AttackConfig(RankingConfig):
     agreement: bool = param(True, "report the surrogate's agreement with the victim on the attack "
                             "queries (overlap@10, RBO p=0.7)")
 
+    def imitation_options(self) -> dict:
+        """The keyword arguments of :func:`imitation_surrogate` this config sets (recipe, sizes,
+        learning rate, ...), so scripts train the same surrogate as the job."""
+        return dict(recipe=self.surrogate_recipe, k=self.surrogate_k, tail=self.surrogate_tail,
+                    base=self.surrogate_base, loss=self.surrogate_loss,
+                    epochs=self.surrogate_epochs, seed=self.seed, first_stage=self.first_stage,
+                    candidates_k=self.surrogate_candidates, max_pairs=self.surrogate_max_pairs,
+                    lr=self.surrogate_lr, max_length=self.surrogate_max_length)
+
     def check(self) -> None:
         valid = {"word-substitution": WS_SEARCHES,
                  "textattack": TA_SEARCHES + ("greedy",)}.get(self.method, ())
@@ -250,12 +258,7 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
             warnings.warn(f"imitation uses only {len(sur_qids)} attacker queries "
                           f"({cfg.surrogate_queries} asked)", stacklevel=2)
         sur, info = imitation_surrogate(
-            victim, cfg.ranker, col, sur_qids, recipe=cfg.surrogate_recipe, k=cfg.surrogate_k,
-            tail=cfg.surrogate_tail,
-            base=cfg.surrogate_base, loss=cfg.surrogate_loss, epochs=cfg.surrogate_epochs, seed=cfg.seed,
-            first_stage=cfg.first_stage, candidates_k=cfg.surrogate_candidates,
-            max_pairs=cfg.surrogate_max_pairs,
-            lr=cfg.surrogate_lr, max_length=cfg.surrogate_max_length, progress=progress)
+            victim, cfg.ranker, col, sur_qids, **cfg.imitation_options(), progress=progress)
     elif cfg.surrogate == "victim":
         if search == "prada" and not getattr(victim, "differentiable", False):
             raise ValueError(f"search 'prada' with surrogate 'victim' needs a differentiable "
