@@ -31,7 +31,22 @@ from .base import Ranker
 from .oracle import Oracle
 
 RECIPES = ("topk_all_pairs", "top25_plus_tail", "pseudo_relevance")
-DEFAULT_K = {"topk_all_pairs": 29, "top25_plus_tail": 25, "pseudo_relevance": 5}
+
+#: :func:`train_surrogate`'s defaults per surrogate family: ``glove`` (``base="glove"``, the
+#: bag-of-embeddings bi-encoder of :mod:`rankers.bow`) and ``cross-encoder`` (any other base).
+#: ``queries`` is the attacker's query count the attack job and the benches use. Sized for a
+#: 2-core CPU; the glove values were chosen on Cranfield (bench/trigger.py, closing note of #12).
+IMITATION_DEFAULTS = {
+    "cross-encoder": dict(queries=20, candidates_k=30, k=6, tail=3, max_pairs=640, lr=3e-4,
+                          epochs=1, batch_size=16, max_length=128, eval_every=10, patience=2),
+    "glove": dict(queries=100, candidates_k=100, k=25, tail=4, max_pairs=100_000, lr=1e-2,
+                  epochs=5, batch_size=64, max_length=256, eval_every=50, patience=3),
+}
+
+
+def imitation_defaults(base: str) -> dict:
+    """The :data:`IMITATION_DEFAULTS` entry of the family of ``base`` (a copy)."""
+    return dict(IMITATION_DEFAULTS["glove" if str(base) == "glove" else "cross-encoder"])
 
 
 # ------------------------------------------------------------------------------ rank overlap
@@ -138,18 +153,24 @@ def _qid_list(col, queries) -> list[str]:
 # ------------------------------------------------------------------------------ training
 
 def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail",
-                    base: str = "minilm", loss: str = "ranknet", epochs: int = 1, seed: int = 0,
-                    k: int | None = 6, first_stage: str = "bm25", candidates_k: int = 30,
-                    tail: int = 3, max_pairs: int | None = 640, lr: float = 3e-4,
-                    batch_size: int = 16, max_length: int | None = 128, progress: bool = True,
-                    holdout: float = 0.2, eval_every: int = 10, patience: int = 2):
-    """Train a cross-encoder that imitates ``victim`` on the attacker's ``queries``.
+                    base: str = "minilm", loss: str = "ranknet", epochs: int | None = None,
+                    seed: int = 0, k: int | None = None, first_stage: str = "bm25",
+                    candidates_k: int | None = None, tail: int | None = None,
+                    max_pairs: int | None = None, lr: float | None = None,
+                    batch_size: int | None = None, max_length: int | None = None,
+                    progress: bool = True, holdout: float = 0.2, eval_every: int | None = None,
+                    patience: int | None = None):
+    """Train a surrogate that imitates ``victim`` on the attacker's ``queries``: a cross-encoder,
+    or with ``base="glove"`` a bag-of-embeddings bi-encoder (:mod:`rankers.bow`).
 
-    The defaults are sized for a CPU: for 20 attacker queries, 16 training queries x 33 pairs
-    -> 528 pairs, 33 steps of 16 pairs cut at 128 word pieces (~3.7 s a step on 2 cores, about
-    2.5 minutes in all), a learning rate (3e-4) that moves the RankNet loss within the first
-    steps (1e-4 left it at ln 2 after 33 steps), early stopping on agreement with the victim's
-    rankings of the 4 held-out queries.
+    Every size left ``None`` takes its family's value in :data:`IMITATION_DEFAULTS`. They are
+    sized for a CPU. Cross-encoder: for 20 attacker queries, 16 training queries x 33 pairs ->
+    528 pairs, 33 steps of 16 pairs cut at 128 word pieces (~3.7 s a step on 2 cores, about 2.5
+    minutes in all), a learning rate (3e-4) that moves the RankNet loss within the first steps
+    (1e-4 left it at ln 2 after 33 steps), early stopping on agreement with the victim's
+    rankings of the 4 held-out queries. Glove: the victim ranks BM25 top-100 of each attacker
+    query; 25 x 24 / 2 top pairs + 25 x 4 tail pairs per query, batches of 64, lr 0.01, up to 5
+    epochs with a held-out check every 50 steps (~2-3 minutes for 100 queries on 2 cores).
 
     Parameters
     ----------
@@ -159,34 +180,48 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail
     col : the collection (documents, queries, first-stage candidates).
     queries : the attacker's qids (a list or a frame with ``qid``); keep them disjoint from the
         queries that will be attacked.
+    Sizes in parentheses are the cross-encoder defaults (glove: :data:`IMITATION_DEFAULTS`).
+
     first_stage, candidates_k : the lists the victim ranks for the attacker (BM25 top-30: 30
         victim queries per attacker query; the tail negatives come from ranks 7..30).
     recipe, k, tail : pair sampling (module doc; default ``top25_plus_tail`` with ``k=6``,
-        ``tail=3``: 15 top pairs + 18 tail pairs per query); ``k=None`` takes the recipe's own
-        default (29 / 25 / 5).
-    base : ``minilm``, a model folder or a hub id (the encoder; the head starts fresh from ``seed``).
+        ``tail=3``: 15 top pairs + 18 tail pairs per query).
+    base : ``glove`` (a bag-of-embeddings bi-encoder from GloVe 6B 50d over GloVe's 30,000 most
+        frequent words and the collection's words), or ``minilm``, a model folder or a hub id
+        (the encoder of a cross-encoder; the head starts fresh from ``seed``).
     loss : ``hinge`` (margin 1), ``ranknet`` (label smoothing 0.1) or ``listwise``.
-    max_pairs : cap on the training groups (a seeded sample; 640 = 40 steps of 16; ``None``: all).
+    max_pairs : cap on the training groups (a seeded sample; 640 = 40 steps of 16).
     lr, batch_size, epochs : AdamW learning rate (3e-4, linear warm-up over 10 % of the steps
         then linear decay), groups per step (16), passes over the groups (1).
-    max_length : word pieces per (query, document) pair (128; capped by the model's own limit).
+    max_length : word pieces (words for glove) per text (128; capped by the model's own limit).
     holdout : share of the attacker's queries (0.2; at least 1, and only with >= 5 queries) kept
         out of training: their victim rankings (already paid for) measure agreement every
         ``eval_every`` (10) steps; training stops when overlap@10 has not improved for
         ``patience`` (2) evaluations, and the best weights are kept. ``holdout=0`` disables it.
     progress : a tqdm bar over the steps (loss and held-out overlap@10 in its postfix).
 
-    Returns the trained :class:`~rankers.encoders.CrossEncoder` (eval mode) with an
+    Returns the trained :class:`~rankers.encoders.CrossEncoder` or
+    :class:`~rankers.bow.BagOfEmbeddingsEncoder` (eval mode) with an
     ``imitation_info`` dict: victim name, qids (training and ``holdout_qids``),
     ``victim_queries`` (pairs scored by the victim), recipe, k, tail, loss, epochs, lr,
     ``n_groups``, ``steps`` (taken) of ``planned_steps``, ``stopped_early``, final loss,
     ``agreement`` (held-out ``overlap@10`` and ``rbo``, or ``None``), seconds.
     """
-    from .training import TrainConfig, new_cross_encoder
+    from .training import TrainConfig
 
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; use one of {RECIPES}")
-    k = DEFAULT_K[recipe] if k is None else int(k)
+    d = imitation_defaults(base)
+    k = int(d["k"] if k is None else k)
+    tail = int(d["tail"] if tail is None else tail)
+    candidates_k = int(d["candidates_k"] if candidates_k is None else candidates_k)
+    max_pairs = int(d["max_pairs"] if max_pairs is None else max_pairs)
+    lr = float(d["lr"] if lr is None else lr)
+    epochs = int(d["epochs"] if epochs is None else epochs)
+    batch_size = int(d["batch_size"] if batch_size is None else batch_size)
+    max_length = int(d["max_length"] if max_length is None else max_length)
+    eval_every = int(d["eval_every"] if eval_every is None else eval_every)
+    patience = int(d["patience"] if patience is None else patience)
     if k < 2 and recipe != "pseudo_relevance":
         raise ValueError("k must be >= 2 for pair recipes")
     if not 0 <= float(holdout) < 1:
@@ -217,12 +252,11 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail
             groups.append(grp)
     if not groups:
         raise ValueError(f"no training pairs: the queries {qids[:5]} have fewer than 2 candidates")
-    if max_pairs is not None and len(groups) > max_pairs:
+    if len(groups) > max_pairs:
         pick = np.sort(rng.choice(len(groups), size=int(max_pairs), replace=False))
         groups = [groups[i] for i in pick]
-    model = new_cross_encoder(str(base), seed=seed)
-    if max_length is not None:  # never beyond the model's own limit
-        model.max_length = min(model.max_length, int(max_length))
+    model = new_surrogate(str(base), col, seed=seed)
+    model.max_length = min(model.max_length, max_length)  # never beyond the model's own limit
     cfg = TrainConfig(loss=loss, epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
                       seed=int(seed))
 
@@ -242,7 +276,7 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail
         "victim_queries": int(used), "recipe": recipe, "k": k, "tail": tail, "loss": loss,
         "epochs": int(epochs), "lr": float(lr), "n_groups": len(groups), "seed": int(seed),
         "base": str(base), "first_stage": first_stage, "candidates_k": int(candidates_k),
-        "max_length": model.max_length, "steps": len(hist["loss"]),
+        "max_length": model.max_length, "batch_size": batch_size, "steps": len(hist["loss"]),
         "planned_steps": hist["planned_steps"], "stopped_early": hist["stopped_early"],
         "agreement": hist["agreement"],
         "final_loss": float(np.mean(tail_loss)) if tail_loss else None,
@@ -254,6 +288,65 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail
               f"overlap@10 {a['overlap@10']:.3f}, RBO {a['rbo']:.3f} "
               f"({a['n_queries']} queries), {model.imitation_info['seconds']:.0f}s", flush=True)
     return model
+
+
+def adapt_surrogate(model, query: str, ranked_texts: Sequence[str], n_known: int | None = None,
+                    epochs: int = 3, lr: float = 1e-2, batch_size: int = 64, k: int = 25,
+                    tail: int = 4, seed: int = 0):
+    """A copy of ``model`` fine-tuned on the victim's ordering of one query's list.
+
+    ``ranked_texts``: the list's documents in the victim's order, best first (the first
+    ``n_known`` ordered, the rest only known to rank below them). Pairs: recipe
+    ``top25_plus_tail`` (``k``, ``tail``); label-smoothed RankNet, ``epochs`` passes of
+    ``batch_size`` groups at ``lr``. ``model`` is never modified; the copy is in eval mode with a
+    fresh embedding cache. ``model`` must be trainable (it has ``forward_scores``: a
+    cross-encoder or a bag-of-embeddings bi-encoder)."""
+    import copy
+
+    from .training import TrainConfig, train_cross_encoder
+
+    if not hasattr(model, "forward_scores"):
+        raise TypeError(f"{getattr(model, 'name', type(model).__name__)} cannot be adapted: it "
+                        "has no forward_scores (use a cross-encoder or a bag-of-embeddings "
+                        "surrogate)")
+    rng = np.random.default_rng(seed)
+    groups = sample_groups(list(ranked_texts), query, "top25_plus_tail", int(k), int(tail), rng,
+                           n_known)
+    cache = getattr(model, "_emb_cache", None)
+    try:  # never copy the (possibly large) embedding cache
+        if cache is not None:
+            model._emb_cache = None
+        out = copy.deepcopy(model)
+    finally:
+        if cache is not None:
+            model._emb_cache = cache
+    if hasattr(out, "clear_cache"):
+        out.clear_cache()
+    if groups:
+        cfg = TrainConfig(loss="ranknet", epochs=int(epochs), lr=float(lr),
+                          batch_size=int(batch_size), seed=int(seed))
+        train_cross_encoder(out, groups, cfg, progress=False)
+    if hasattr(out, "clear_cache"):
+        out.clear_cache()
+    out.model.eval()
+    return out
+
+
+def new_surrogate(base: str, col=None, seed: int = 0):
+    """A fresh, trainable surrogate: ``base="glove"`` a bag-of-embeddings bi-encoder
+    (:mod:`rankers.bow`) over GloVe's 30,000 most frequent words plus ``col``'s words; anything
+    else a cross-encoder whose encoder starts from ``base`` (``minilm``, a folder or hub id) with
+    a fresh head from ``seed``."""
+    if base == "glove":
+        from .bow import BagOfEmbeddingsEncoder, glove_vocabulary
+
+        texts = [] if col is None else (col.documents["text"].tolist()
+                                        + col.queries["query"].tolist())
+        words, vecs = glove_vocabulary(texts)
+        return BagOfEmbeddingsEncoder.from_vectors(words, vecs, name="bow:glove")
+    from .training import new_cross_encoder
+
+    return new_cross_encoder(base, seed=seed)
 
 
 def _train_with_early_stopping(model, groups, cfg, evaluate, eval_every: int, patience: int,
@@ -292,6 +385,8 @@ def _train_with_early_stopping(model, groups, cfg, evaluate, eval_every: int, pa
     if state["weights"] is not None:
         net.load_state_dict(state["weights"])
     net.eval()
+    if hasattr(model, "clear_cache"):  # embeddings cached by the last check are stale
+        model.clear_cache()
     return {"loss": hist["loss"], "planned_steps": hist["steps"],
             "stopped_early": hist["stopped_early"], "agreement": state["best"]}
 

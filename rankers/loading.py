@@ -8,7 +8,10 @@ Specs
                                 ``corpus=``/``docnos=`` or use ``Collection.ranker`` to fit)
 ``bi-encoder:PATH_OR_ID``       any sentence-transformers / HF encoder folder or hub id
 ``cross-encoder:PATH_OR_ID``    any HF sequence-classification checkpoint (raw logits)
-``PATH``                        a local model folder: a cross-encoder if its config names a
+``bow:PATH``                    a bag-of-embeddings bi-encoder folder (``rankers.bow``; e.g. a
+                                cached ``glove`` imitation surrogate)
+``PATH``                        a local model folder: a bag-of-embeddings model if it holds
+                                ``bow_config.json``, a cross-encoder if its config names a
                                 ``*ForSequenceClassification`` architecture, else a bi-encoder
 """
 from __future__ import annotations
@@ -172,6 +175,17 @@ def load_ranker(spec: str | Ranker, **kwargs) -> Ranker:
         return TermWeightRanker(**kwargs)
     if spec == "minilm":
         return BiEncoder(minilm_path(), name="minilm", **kwargs)
+    if spec.startswith("bow:") or (Path(spec).expanduser().is_dir()
+                                   and (Path(spec).expanduser() / "bow_config.json").is_file()):
+        from .bow import BagOfEmbeddingsEncoder
+
+        target = str(Path(spec[4:] if spec.startswith("bow:") else spec).expanduser())
+        if not (Path(target) / "bow_config.json").is_file():
+            raise FileNotFoundError(f"{spec!r}: no bag-of-embeddings model folder at {target!r} "
+                                    "(it needs bow_config.json; write one with "
+                                    "BagOfEmbeddingsEncoder.save)")
+        kwargs = {"name": f"bow:{Path(target).name}", **kwargs}
+        return _construct(BagOfEmbeddingsEncoder, target, spec, kwargs)
     for prefix, cls in (("bi-encoder:", BiEncoder), ("cross-encoder:", CrossEncoder)):
         if spec.startswith(prefix):
             target = resolve_model_path(spec[len(prefix):])
