@@ -10,6 +10,12 @@ Pipeline for one target ``d_t`` of a query ``q`` (docs/SPEC_ATTACKS.md, (c)):
    Oracle (``oracle.topk`` over the query's candidate list: one counted victim query per listed
    document, spent once per query and charged to the query's first target);
    ``anchor_source="surrogate"`` takes the surrogate's top documents instead (no victim query).
+   **List adaptation** (``adapt_epochs`` > 0, off by default): that look-up already tells the
+   attacker the victim's whole ordering of the list (``rank`` access; the top ``k`` with
+   ``topk`` access), so a copy of the surrogate is fine-tuned on it (recipe ``top25_plus_tail``,
+   k 25, tail 4, RankNet, lr ``adapt_lr``) and used for this query's targets: no extra victim
+   query; the shared surrogate is never modified. On Cranfield it lifts the bag-of-embeddings
+   surrogate's overlap@10 with the victim on the attacked lists from 0.38 to 0.92.
 3. **Vocabulary**: the surrogate tokenizer's whole words: entries that are alphabetic ASCII,
    at least ``min_word_len`` letters, and that the tokenizer encodes back (``" " + word``) as
    that single token. Every trigger word is one of them (so a trigger of ``n`` words inserts
@@ -147,6 +153,22 @@ class TriggerSurrogate:
             E = r.input_embeddings().weight.detach().float()
             self.E_vocab = E[torch.tensor(ids, device=E.device)].to(self.device)
             self.E_norm = torch.nn.functional.normalize(self.E_vocab, dim=-1)
+
+    def with_ranker(self, ranker) -> "TriggerSurrogate":
+        """The same view (vocabulary, window) over ``ranker``, a fine-tuned copy of this view's
+        ranker with the same tokenizer (e.g. a list-adapted surrogate)."""
+        import copy
+
+        import torch
+
+        r = as_differentiable(ranker)
+        out = copy.copy(self)
+        out.ranker, out.name = r, r.name
+        with torch.no_grad():
+            E = r.input_embeddings().weight.detach().float()
+            out.E_vocab = E[torch.tensor(self.ids, device=E.device)].to(self.device)
+            out.E_norm = torch.nn.functional.normalize(out.E_vocab, dim=-1)
+        return out
 
     # -- scoring -----------------------------------------------------------------------------
     def _tokenize(self, query: str, texts: list[str], offsets: bool = False):
@@ -317,6 +339,10 @@ class TriggerAttack(InsertionBase):
         ``scale_docs`` (20) evenly spaced documents of the list (at least the std of those
         scores), then multiplied by ``relevance_scale`` (10.0), so the weights lambda mean the
         same for any surrogate's score scale (logits, cosines).
+    adapt_epochs, adapt_lr : list adaptation (module doc, step 2): epochs of fine-tuning a copy
+        of the surrogate on the victim's ordering of the query's list (0: off) and its learning
+        rate (1e-2, for a bag-of-embeddings surrogate; a cross-encoder wants ~3e-4). Needs a
+        trainable surrogate and ``anchor_source="victim"``.
     stopwords : words without a bonus (the lab's list by default).
     batch_size : surrogate batch size (64).
     tie_rule, seed : as for every attack.
@@ -333,8 +359,8 @@ class TriggerAttack(InsertionBase):
                  perturb_lr: float = 1e-3, temperature: float = 0.1, window: int | None = None,
                  min_word_len: int = 2, exclude_query_words: bool = False,
                  stopwords: bool | Iterable[str] = True, batch_size: int = 64,
-                 relevance_scale: float = 10.0, scale_docs: int = 20,
-                 tie_rule: str = "pessimistic", seed: int = 0):
+                 relevance_scale: float = 10.0, scale_docs: int = 20, adapt_epochs: int = 0,
+                 adapt_lr: float = 1e-2, tie_rule: str = "pessimistic", seed: int = 0):
         from .stopwords import stopword_set
 
         check_position(position)
@@ -392,6 +418,16 @@ class TriggerAttack(InsertionBase):
         self.batch_size = int(batch_size)
         if float(relevance_scale) <= 0 or int(scale_docs) < 1:
             raise AttackError("relevance_scale must be > 0 and scale_docs >= 1")
+        if int(adapt_epochs) < 0 or float(adapt_lr) <= 0:
+            raise AttackError("adapt_epochs must be >= 0 and adapt_lr > 0")
+        if int(adapt_epochs) > 0 and (anchor_source != "victim"
+                                      or not hasattr(surrogate, "forward_scores")):
+            raise AttackError(
+                "list adaptation (adapt_epochs > 0) fine-tunes the surrogate on the victim's "
+                "ordering of the anchor look-up: it needs anchor_source='victim' and a trainable "
+                "surrogate (an imitation cross-encoder or bag-of-embeddings model)")
+        self.adapt_epochs = int(adapt_epochs)
+        self.adapt_lr = float(adapt_lr)
         self.relevance_scale = float(relevance_scale)
         self.scale_docs = int(scale_docs)
         self.tie_rule = tie_rule
@@ -404,9 +440,14 @@ class TriggerAttack(InsertionBase):
         self._lm_col: int | None = None
         self._anchor_cache: dict = {}
         self._trigger_cache: dict = {}  # query-only triggers, when they do not depend on the passage
+        self._adapted: dict = {}  # query key -> its list-adapted surrogate view (the last one)
+        self._orders: dict = {}  # query key -> the victim's ordering of its list (indices)
+        self._active = None  # the view in use for the current query (None: the shared one)
 
     # -- lazily built state ------------------------------------------------------------------
     def _sv(self) -> TriggerSurrogate:
+        if self._active is not None:
+            return self._active
         if self._surrogate_view is None:
             self._surrogate_view = trigger_surrogate(
                 self.surrogate, window=self.window, min_word_len=self.min_word_len,
@@ -446,6 +487,7 @@ class TriggerAttack(InsertionBase):
             raise AttackError("victim checks need rank feedback: use an Oracle with access "
                               "'rank' (or 'score'), or victim_checks=0")
         ctx = target_context(run_for_query, target_docno, self.tie_rule, query)
+        self._active = None
         self._sv()  # the vocabulary check fails before any victim query
         if not self._lm_ready:
             texts = None
@@ -484,16 +526,27 @@ class TriggerAttack(InsertionBase):
         cache = self._anchor_cache
         key = (ctx.qid, ctx.query)
         if key in cache:
+            if self.adapt_epochs > 0 and key in self._orders:
+                self._active = self._adapted.get(key) or self._adapt(
+                    key, ctx.query, [ctx.text] + list(ctx.other_texts), self._orders[key])
             return cache[key], 0, False
         texts = [ctx.text] + list(ctx.other_texts)
         exhausted, passes, top = False, 0, None
         sv = self._sv()
         if self.anchor_source == "victim":
-            try:
-                ids = oracle.topk(ctx.query, texts, [str(i) for i in range(len(texts))])
+            nos = [str(i) for i in range(len(texts))]
+            try:  # the same cost either way: one counted query per listed document
+                if getattr(oracle, "access", "rank") == "topk":
+                    ids = oracle.topk(ctx.query, texts, nos)
+                else:
+                    ids = oracle.ranking(ctx.query, texts, nos)
                 top = [texts[int(i)] for i in ids[: self.anchors]]
             except (BudgetExhausted, AccessDenied):
                 exhausted = True
+            else:
+                if self.adapt_epochs > 0:
+                    self._orders[key] = [int(i) for i in ids]
+                    sv = self._adapt(key, ctx.query, texts, self._orders[key])
         if top is None:  # the surrogate's own top documents
             s = sv.scores(ctx.query, texts)
             passes += len(texts)
@@ -509,6 +562,22 @@ class TriggerAttack(InsertionBase):
         sigma = max(gap, float(np.std(np.r_[a, ref])), 1e-6)
         cache[key] = (top, a, sigma)
         return cache[key], passes, exhausted
+
+    def _adapt(self, key, query: str, texts: list[str], order: list[int]) -> TriggerSurrogate:
+        """Fine-tune a copy of the surrogate on the victim's ordering ``order`` (indices into
+        ``texts``, best first; the rest of the list ranks below them) and make it the view for
+        this query (module doc, step 2)."""
+        from rankers.imitation import adapt_surrogate
+
+        known = set(order)
+        ranked = [texts[i] for i in order] + [t for i, t in enumerate(texts) if i not in known]
+        model = adapt_surrogate(self.surrogate, query, ranked, n_known=len(order),
+                                epochs=self.adapt_epochs, lr=self.adapt_lr, seed=self.seed)
+        base = self._surrogate_view if self._surrogate_view is not None else self._sv()
+        view = base.with_ranker(model)
+        self._adapted = {key: view}  # targets of one query come together: keep the last only
+        self._active = view
+        return view
 
     def _prior(self, context: list[str], used: Sequence[str], bonus: np.ndarray,
                banned: np.ndarray) -> np.ndarray:

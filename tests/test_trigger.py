@@ -60,6 +60,19 @@ def small(sur, **kw):
     return TriggerAttack(sur, **kw)
 
 
+@pytest.fixture(scope="module")
+def tiny_bow():
+    """A bag-of-embeddings surrogate over the collection's words (seeded random vectors)."""
+    import numpy as np
+
+    from rankers.bow import BagOfEmbeddingsEncoder
+
+    vocab = sorted({w.lower() for t in DOCS + list(QUERIES.values()) for w in words(t)
+                    if w.isalpha()})
+    vecs = np.random.default_rng(0).normal(size=(len(vocab), 8)).astype(np.float32)
+    return BagOfEmbeddingsEncoder.from_vectors(vocab, vecs, dim=8)
+
+
 def build_bert(folder, words_, kind="cross", seed=0):
     """A tiny random BERT (hidden 16, one layer) whose vocabulary is the special tokens plus
     ``words_``, loaded through the lab's loader."""
@@ -101,7 +114,7 @@ def test_bad_surrogate_and_parameters(tiny_cross):
 
 # ------------------------------------------------------------------------------ the attack
 
-@pytest.mark.parametrize("sur_name", ["tiny_cross", "tiny_bi"])
+@pytest.mark.parametrize("sur_name", ["tiny_cross", "tiny_bi", "tiny_bow"])
 @pytest.mark.parametrize("position", ["start", "sentence"])
 def test_trigger_budgets_vocabulary_and_ranks(request, col, victim, run, sur_name, position):
     sur = request.getfixturevalue(sur_name)
@@ -202,3 +215,50 @@ def test_topk_access(col, victim, run, tiny_cross):
     fr = small(tiny_cross, victim_checks=0).run(o, col, targets, run=run, progress=False)
     n_list = len(run[run.qid == targets.qid.iloc[0]])
     assert fr["queries_used"].tolist() == [n_list, 0] and (fr["n_tried"] == 0).all()
+
+
+def test_list_adaptation_costs_no_victim_query_and_keeps_the_surrogate(col, victim, run, tiny_bow):
+    import numpy as np
+
+    targets = sample_targets(run, "hard5")
+    before = {k: v.clone() for k, v in tiny_bow.model.state_dict().items()}
+    o_shared, o_adapt = Oracle(victim, access="rank"), Oracle(victim, access="rank")
+    shared = small(tiny_bow, victim_checks=2).run(o_shared, col, targets, run=run,
+                                                  progress=False)
+    att = small(tiny_bow, victim_checks=2, adapt_epochs=5, adapt_lr=0.05)
+    adapted = att.run(o_adapt, col, targets, run=run, progress=False)
+    # the victim's ordering comes with the anchor look-up: the same victim queries either way
+    assert o_adapt.queries_used == o_shared.queries_used == adapted["queries_used"].sum()
+    assert adapted["queries_used"].tolist() == shared["queries_used"].tolist()
+    for k, v in tiny_bow.model.state_dict().items():  # the shared surrogate is untouched
+        assert torch_equal(v, before[k]), k
+    # the adapted copy learned the victim's order of that list better than the shared one
+    q = run[run.qid == "q1"].sort_values("rank")
+    att.run(Oracle(victim, access="rank"), col, targets[targets.qid == "q1"], run=run,
+            progress=False)  # the view of the last attacked query is kept
+    view = att._adapted[("q1", q["query"].iloc[0])]
+    texts, want = q["text"].tolist(), np.arange(len(q))
+    from scipy.stats import spearmanr
+
+    rho_shared = spearmanr(-tiny_bow.score(q["query"].iloc[0], texts), want)[0]
+    rho_adapt = spearmanr(-view.scores(q["query"].iloc[0], texts), want)[0]
+    assert rho_adapt > rho_shared
+    # same seed, same triggers
+    again = small(tiny_bow, victim_checks=2, adapt_epochs=5, adapt_lr=0.05).run(
+        Oracle(victim, access="rank"), col, targets, run=run, progress=False)
+    assert again["adv_text"].tolist() == adapted["adv_text"].tolist()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_list_adaptation_needs_a_trainable_surrogate_and_victim_anchors(tiny_bi, tiny_bow):
+    with pytest.raises(AttackError, match="trainable"):
+        TriggerAttack(tiny_bi, adapt_epochs=2)  # a plain bi-encoder has no training path
+    with pytest.raises(AttackError, match="anchor_source='victim'"):
+        TriggerAttack(tiny_bow, adapt_epochs=2, anchor_source="surrogate")
+    with pytest.raises(AttackError, match="adapt_epochs"):
+        TriggerAttack(tiny_bow, adapt_epochs=-1)
