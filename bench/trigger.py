@@ -6,14 +6,19 @@ Setting (one run, every method on the same targets):
   victim       the packaged all-MiniLM-L6-v2 bi-encoder reranking BM25 top-100
   targets      hard5 (the last 5 of each list) and easy5 (one random document from each 10-rank
                block of ranks 51..100) on --n-queries (20) seeded queries with 100 candidates
-  surrogate    imitation: a MiniLM cross-encoder trained on the victim's rankings of
-               --surrogate-queries (20) OTHER queries (recipe top25_plus_tail, k=6, tail=3,
-               label-smoothed RankNet, 1 epoch, lr 1e-4, 192 word pieces: the size of
-               bench/attack.py, cached under $RANKLAB_CACHE/surrogates)
+  surrogate    imitation (--surrogate-base glove, the attack job's default for triggers): a
+               bag-of-embeddings bi-encoder (rankers.bow: GloVe vectors of the collection's
+               words + a linear projection) trained on the victim's rankings of BM25 top-100 of
+               100 OTHER queries (10,000 counted victim queries; top25_plus_tail k=25 tail=4,
+               label-smoothed RankNet, lr 0.01, batches of 64, early stopping on 20 held-out
+               queries; cached under $RANKLAB_CACHE/surrogates). --surrogate-base minilm: the
+               MiniLM cross-encoder of bench/attack.py (20 queries x BM25 top-30)
   methods      query-plus (the query inserted once at the start), keyword-stuffing (query terms
                up to --trigger-len words), random-trigger (control, --trigger-len random
                in-domain words), PAT (TriggerAttack, --trigger-len words at the start, search
-               sizes below), optionally PAT white-box (the victim as surrogate) and PRADA
+               sizes below, list adaptation --adapt-epochs 3: a copy of the surrogate fine-tuned
+               per query on the victim's ordering the anchor look-up paid for), PAT shared (no
+               adaptation), optionally PAT white-box (the victim as surrogate) and PRADA
                (WordSubstitutionAttack with its defaults, wordnet+glove threat)
   metrics      ASR, Boost, T10R (over all targets), inserted words and their share of the
                document, PP (changed or inserted words / words), perplexity ratio adv/orig and

@@ -186,8 +186,8 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail
         victim queries per attacker query; the tail negatives come from ranks 7..30).
     recipe, k, tail : pair sampling (module doc; default ``top25_plus_tail`` with ``k=6``,
         ``tail=3``: 15 top pairs + 18 tail pairs per query).
-    base : ``glove`` (a bag-of-embeddings bi-encoder from GloVe 6B 50d over GloVe's 30,000 most
-        frequent words and the collection's words), or ``minilm``, a model folder or a hub id
+    base : ``glove`` (a bag-of-embeddings bi-encoder from GloVe 6B 50d over the collection's
+        words), or ``minilm``, a model folder or a hub id
         (the encoder of a cross-encoder; the head starts fresh from ``seed``).
     loss : ``hinge`` (margin 1), ``ranknet`` (label smoothing 0.1) or ``listwise``.
     max_pairs : cap on the training groups (a seeded sample; 640 = 40 steps of 16).
@@ -334,7 +334,8 @@ def adapt_surrogate(model, query: str, ranked_texts: Sequence[str], n_known: int
 
 def new_surrogate(base: str, col=None, seed: int = 0):
     """A fresh, trainable surrogate: ``base="glove"`` a bag-of-embeddings bi-encoder
-    (:mod:`rankers.bow`) over GloVe's 30,000 most frequent words plus ``col``'s words; anything
+    (:mod:`rankers.bow`) over ``col``'s words (GloVe vectors; words GloVe lacks start at zero);
+    only words the imitation data contains get trained, so no other word is offered; anything
     else a cross-encoder whose encoder starts from ``base`` (``minilm``, a folder or hub id) with
     a fresh head from ``seed``."""
     if base == "glove":
@@ -342,7 +343,7 @@ def new_surrogate(base: str, col=None, seed: int = 0):
 
         texts = [] if col is None else (col.documents["text"].tolist()
                                         + col.queries["query"].tolist())
-        words, vecs = glove_vocabulary(texts)
+        words, vecs = glove_vocabulary(texts, top=0)
         return BagOfEmbeddingsEncoder.from_vectors(words, vecs, name="bow:glove")
     from .training import new_cross_encoder
 

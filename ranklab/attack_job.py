@@ -41,7 +41,7 @@ METHODS = ("word-substitution", "textattack", "trigger", "query-plus", "keyword-
 INSERTIONS = ("query-plus", "keyword-stuffing", "random-trigger")
 WS_SEARCHES = ("greedy", "beam", "prada")
 TA_SEARCHES = ("greedy-wir", "greedy-wir-delete")  # and "greedy", shared with word substitution
-_SURROGATE_CACHE_VERSION = 3  # 2: held-out early stopping, new defaults; 3: batch size
+_SURROGATE_CACHE_VERSION = 4  # 2: early stopping, new defaults; 3: batch size; 4: glove vocabulary
 
 
 def cache_dir() -> Path:

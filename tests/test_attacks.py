@@ -256,6 +256,28 @@ def test_bi_encoder_surrogate(col, run, victim, threat, tiny_bi):
     assert len(res) == 6 and (res["surrogate_passes"] > 0).all()
 
 
+@pytest.mark.parametrize("search", ["prada", "greedy"])
+def test_bag_of_embeddings_surrogate(col, run, victim, threat, search):
+    """The glove imitation family goes through the same white-box members (bench/trigger.py's
+    PRADA row uses it)."""
+    import numpy as np
+
+    from attacks.text import words
+    from rankers.bow import BagOfEmbeddingsEncoder
+
+    vocab = sorted({w.lower() for t in col.documents["text"].tolist() + DOCS
+                    for w in words(t) if w.isalpha() and w.isascii()})
+    vecs = np.random.default_rng(0).normal(size=(len(vocab), 8)).astype(np.float32)
+    sur = BagOfEmbeddingsEncoder.from_vectors(vocab, vecs, dim=8)
+    before = run.copy(deep=True)
+    res = make_attack(sur, threat, search=search).run(Oracle(victim, access="rank"), col,
+                                                      low_targets(run, 2), run=run,
+                                                      progress=False)
+    pd.testing.assert_frame_equal(run, before)
+    assert len(res) == 6 and (res["error"] == "").all()
+    assert (res["n_changed"] <= 3).all() and (res["adv_rank"] <= res["orig_rank"]).all()
+
+
 def test_competitor_scores_cached(col, run, victim, threat, tiny_cross):
     atk = make_attack(tiny_cross, threat, competitors_k=7)
     res = atk.run(Oracle(victim, access="rank"), col, low_targets(run, 2), run=run,
