@@ -260,9 +260,6 @@ def test_bi_encoder_surrogate(col, run, victim, threat, tiny_bi):
 def test_bag_of_embeddings_surrogate(col, run, victim, threat, search):
     """The glove imitation family goes through the same white-box members (bench/trigger.py's
     PRADA row uses it)."""
-    import numpy as np
-
-    from attacks.text import words
     from rankers.bow import BagOfEmbeddingsEncoder
 
     vocab = sorted({w.lower() for t in col.documents["text"].tolist() + DOCS
