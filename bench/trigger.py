@@ -36,24 +36,25 @@ query's first target) plus at most --victim-checks rank queries.
 
     .venv/bin/python bench/trigger.py [--n-queries 20] [--targets easy5 --per-query 1] [--rows ...]
 
-Measured (2026-12-02, 2-core machine, bench/attack.py running beside it; the same 20 easy5
-targets as bench/attack.py, one per query; 1 thread, 2,705 s wall):
+Measured (2026-12-02, quiet 2-core machine, 2 threads, 275 s wall including the victim run and
+149 s of surrogate training; the same 20 easy5 targets as bench/attack.py, one per query):
 
-    .venv/bin/python bench/trigger.py --targets easy5 --per-query 1 \
-        --rows query-plus,keyword-stuffing,random-trigger,pat-white-box,pat
+    .venv/bin/python bench/trigger.py --targets easy5 --per-query 1 --threads 2 \
+        --rows query-plus,keyword-stuffing,random-trigger,pat-shared,pat
 
-    method            n   ASR    Boost  T10R  ins    ins%  ppl_ratio  span_ppl  spam  q/target  s/target
-    query-plus        20  100.0  64.6   50.0  16.7   9.3   1.34       232       1.00  1         0.2
-    keyword-stuffing  20   95.0  37.5    5.0   6.0   3.6   1.24       1409      0.74  1         0.2
-    random-trigger    20   55.0   2.2    0.0   6.0   3.6   1.36       10973     0.00  1         0.2
-    PAT white-box     20  100.0  50.9   35.0   6.0   3.6   1.19       1242      0.16  103       75.5
-    PAT (imitation)   20   85.0   9.8    0.0   6.0   3.6   1.19       2868      0.06  103       29.3
+    method                   n   ASR    Boost  T10R  ins   ins%  ppl_ratio  span_ppl  spam  spam@T10  q/target  s/target
+    query-plus               20  100.0  64.6   50.0  16.7  9.3   1.34       232       1.00  1.00      1         0.1
+    keyword-stuffing         20   95.0  37.5    5.0   6.0  3.6   1.24       1409      0.74  0.96      1         0.1
+    random-trigger           20   55.0   2.2    0.0   6.0  3.6   1.36       10973     0.00  -         1         0.1
+    PAT (imitation, shared)  20   95.0  29.9   10.0   6.0  3.6   1.19       863       0.16  0.13      103       0.8
+    PAT (imitation)          20  100.0  38.0   10.0   6.0  3.6   1.10       114       0.25  0.27      103       2.0
 
-With the victim as surrogate PAT reaches T10R 35 % with 6 words at spamicity 0.16 (0.21 among
-the targets that reached the top 10, against 1.00 for query-plus). Through the imitation
-surrogate it reaches none: that surrogate agrees with the victim on 55 % of the top 10 of held-out
-attacker queries over BM25 top-30, but on 11.5 % over the attacked queries' top-100 lists (RBO
-0.023), the setting the trigger must win in.
+The surrogate (10,000 victim queries) agrees with the victim on 38 % of the top 10 of the attacked
+lists (RBO 0.256); list adaptation raises that to 92 % on each attacked list. Earlier rows on the
+same targets and search sizes (1 thread, bench/attack.py beside it): PAT white-box (the victim as
+surrogate, ``--rows pat-white-box``) ASR 100, Boost 50.9, T10R 35 %, spam 0.16 (0.21 at T10),
+75.5 s/target; PAT through the MiniLM cross-encoder surrogate (``--surrogate-base minilm``,
+overlap@10 0.115) ASR 85, Boost 9.8, T10R 0 %.
 """
 from __future__ import annotations
 
