@@ -573,8 +573,7 @@ class TriggerAttack(InsertionBase):
         ranked = [texts[i] for i in order] + [t for i, t in enumerate(texts) if i not in known]
         model = adapt_surrogate(self.surrogate, query, ranked, n_known=len(order),
                                 epochs=self.adapt_epochs, lr=self.adapt_lr, seed=self.seed)
-        base = self._surrogate_view if self._surrogate_view is not None else self._sv()
-        view = base.with_ranker(model)
+        view = self._surrogate_view.with_ranker(model)  # built by _anchors before adapting
         self._adapted = {key: view}  # targets of one query come together: keep the last only
         self._active = view
         return view

@@ -119,10 +119,6 @@ class BagOfEmbeddingsEncoder(BiEncoder):
     #: a cosine difference of 0.05
     train_scale = 20.0
 
-    def __init__(self, path: str, **kw):
-        super().__init__(path, **kw)
-        self.pooling, self.normalize = "mean", True
-
     def _load_model(self, path):
         from safetensors.torch import load_file
 
@@ -179,15 +175,7 @@ class BagOfEmbeddingsEncoder(BiEncoder):
         """Scores with gradients (training): ``train_scale * cos`` per pair, shape ``(n,)``.
         Clears the embedding cache (the weights are about to change)."""
         self.clear_cache()
-        uq = list(dict.fromkeys(queries))
-        ud = list(dict.fromkeys(docs))
-        qe = self._embed(uq)
-        de = self._embed(ud)
-        qi = {q: i for i, q in enumerate(uq)}
-        di = {d: i for i, d in enumerate(ud)}
-        q_idx = torch.tensor([qi[q] for q in queries], device=self.device)
-        d_idx = torch.tensor([di[d] for d in docs], device=self.device)
-        return self.train_scale * (qe[q_idx] * de[d_idx]).sum(-1)
+        return self.train_scale * self.pair_dots(queries, docs, self._embed)
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,

@@ -203,15 +203,20 @@ class BiEncoder(TransformerRanker):
         return torch.stack([found[k] for k in keys])
 
     def _score_pairs(self, queries, docs):
+        return self.pair_dots(queries, docs, self.encode).double().numpy()
+
+    @staticmethod
+    def pair_dots(queries, docs, embed) -> torch.Tensor:
+        """``<embed(q), embed(d)>`` per pair, each unique text embedded once (``embed(texts) ->
+        (n, dim)`` tensor: the cached :meth:`encode`, or a differentiable one in training)."""
         uq = list(dict.fromkeys(queries))
         ud = list(dict.fromkeys(docs))
-        qe = self.encode(uq)
-        de = self.encode(ud)
+        qe, de = embed(uq), embed(ud)
         qi = {q: i for i, q in enumerate(uq)}
         di = {d: i for i, d in enumerate(ud)}
-        q_idx = torch.tensor([qi[q] for q in queries])
-        d_idx = torch.tensor([di[d] for d in docs])
-        return (qe[q_idx] * de[d_idx]).sum(-1).double().numpy()
+        q_idx = torch.tensor([qi[q] for q in queries], device=qe.device)
+        d_idx = torch.tensor([di[d] for d in docs], device=de.device)
+        return (qe[q_idx] * de[d_idx]).sum(-1)
 
     # -- white-box (DifferentiableRanker) -------------------------------------------------------
     def _attack_tokens(self, query, doc, **kw):

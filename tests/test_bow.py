@@ -7,6 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
+from test_imitation import DOCS
+from test_imitation import QUERIES as IMITATION_QUERIES
+
 from rankers import Oracle, TermWeightRanker, load_ranker
 from rankers.bow import BagOfEmbeddingsEncoder, glove_vocabulary, word_tokenizer
 from rankers.imitation import train_surrogate
@@ -86,17 +89,7 @@ def test_forward_scores_have_gradients_and_refresh_the_cache():
     assert after[1] - after[0] > before[1] - before[0]  # not the stale cached embeddings
 
 
-DOCS = [
-    "bees make honey from nectar in the hive", "the queen bee and worker bees of a colony",
-    "a volcano erupts lava and ash from its crater", "an earthquake at a fault makes a crater",
-    "roast coffee beans and brew espresso with hot water", "bread needs flour yeast and an oven",
-    "honey bees and a big hive of wax", "the lava of the volcano is hot rock",
-    "a cup of bitter coffee", "sourdough bread with a good crust", "bees chase pollen",
-    "hot magma makes lava", "the grinder and the espresso cup", "the oven bakes the dough",
-]
-QUERIES = {"q1": "how do bees make honey", "q2": "what makes a volcano erupt",
-           "q3": "how to brew coffee", "q4": "how to bake bread", "q5": "hot lava rock",
-           "q6": "bees and pollen"}
+QUERIES = {**IMITATION_QUERIES, "q5": "hot lava rock", "q6": "bees and pollen"}
 
 
 @pytest.fixture(scope="module")
