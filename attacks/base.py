@@ -92,6 +92,9 @@ class AttackResult:
     white_box         True when the search read the victim's own scores (counted queries)
     window_share      share of the document's words inside the scoring ranker's truncation
                       window, in [0, 1] (words beyond it are never candidates)
+    surrogate_rank    1-based rank the attack's surrogate gives the adversarial document against
+                      the same list by its own scores (the transfer gap: compare with
+                      ``adv_rank``); 0 when not measured (no surrogate, a white-box search)
     """
 
     qid: str
@@ -122,13 +125,14 @@ class AttackResult:
     goal: str = ""
     white_box: bool = False
     window_share: float = 1.0
+    surrogate_rank: int = 0
 
     def to_row(self) -> dict:
         """A JSON-friendly dict (substitutions as ``[pos, old, new]`` lists)."""
         d = asdict(self)
         d["substitutions"] = [[int(p), str(o), str(n)] for p, o, n in self.substitutions]
         for k in ("orig_rank", "adv_rank", "queries_used", "n_changed", "n_words", "seed",
-                  "n_tried", "surrogate_passes"):
+                  "n_tried", "surrogate_passes", "surrogate_rank"):
             d[k] = int(d[k])
         for k in ("orig_score", "adv_score", "pp", "wall_s", "window_share"):
             d[k] = float(d[k])

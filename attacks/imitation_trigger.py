@@ -515,8 +515,18 @@ class TriggerAttack(InsertionBase):
                 tried += 1
                 if best_rank is None or r < best_rank:
                     best, best_rank = words, r
+        # a diagnostic of the experiment owner (like adv_score): not counted in the passes
+        sur_rank = self._surrogate_rank(ctx, insert_at(ctx.text, " ".join(best), offset)[0])
         return self._result(oracle, ctx, " ".join(best), offset, watch, q0, n_tried=tried,
-                            exhausted=exhausted, passes=passes)
+                            exhausted=exhausted, passes=passes, surrogate_rank=sur_rank)
+
+    def _surrogate_rank(self, ctx, adv_text: str) -> int:
+        """1-based rank of ``adv_text`` among the list's other documents by the surrogate in use
+        (the list-adapted copy when adapting; the tie rule of the attack)."""
+        from .base import new_rank
+
+        s = self._sv().scores(ctx.query, [adv_text] + list(ctx.other_texts))
+        return new_rank(float(s[0]), s[1:], self.tie_rule)
 
     def _anchors(self, oracle, ctx) -> tuple[list[str], int, bool]:
         """Anchor texts for the query (cached per query); ``(texts, surrogate passes, budget

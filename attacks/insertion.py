@@ -110,7 +110,8 @@ class InsertionBase(Attack):
         return insertion_offset(ctx.text, self.position, rng)
 
     def _result(self, oracle, ctx, span: str, offset: int, watch: Stopwatch, q0: int, *,
-                n_tried: int = 0, exhausted: bool = False, passes: int = 0) -> AttackResult:
+                n_tried: int = 0, exhausted: bool = False, passes: int = 0,
+                surrogate_rank: int = 0) -> AttackResult:
         n_words = len(text_words(ctx.text))
         if span:
             adv_text, _, _ = insert_at(ctx.text, span, offset)
@@ -128,7 +129,8 @@ class InsertionBase(Attack):
             pp=pp_of(n_ins, n_words), adv_text=adv_text, method=self.method, seed=self.seed,
             threat=f"insert:{self.position}", wall_s=watch.elapsed, n_words=n_words,
             substitutions=subs, query=ctx.query, orig_text=ctx.text,
-            budget_exhausted=exhausted, n_tried=n_tried, surrogate_passes=passes)
+            budget_exhausted=exhausted, n_tried=n_tried, surrogate_passes=passes,
+            surrogate_rank=int(surrogate_rank))
 
 
 class InsertionAttack(InsertionBase):

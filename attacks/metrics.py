@@ -34,6 +34,8 @@ detector_ppl           mean perplexity of the inserted span alone under ``fluenc
                        detector score: low = reads like the corpus)
 queries_mean/_max      victim queries per target (mean, max)
 surrogate_passes_mean  surrogate forward(+backward) passes per target
+surrogate_T10R         % of the targets with a measured ``surrogate_rank`` that the surrogate
+                       itself ranks in its top 10 (compare with T10R: the transfer gap)
 wall_s_mean/_total     wall time per target / in total, seconds
 budget_exhausted       % of targets stopped by a query budget
 =====================  ===========================================================================
@@ -60,7 +62,7 @@ METRICS = (
     ["n_targets", "n_errors", "ASR", "same_rate", "failure_rate", "boost", "boost_succ"]
     + [f"T{k}R" for k in TOPK] + [f"T{k}R_succ" for k in TOPK]
     + ["PP", "PP_succ", "n_changed", "similarity", "ppl_ratio", "queries_mean", "queries_max",
-       "surrogate_passes_mean", "wall_s_mean", "wall_s_total", "budget_exhausted",
+       "surrogate_passes_mean", "surrogate_T10R", "wall_s_mean", "wall_s_total", "budget_exhausted",
        "inserted_tokens", "inserted_share", "spamicity", "detector_ppl"]
 )
 
@@ -115,6 +117,10 @@ def summarize(results, similarity: bool = False, encoder=None, fluency=None,
     out["queries_max"] = float(q.max())
     if "surrogate_passes" in df:
         out["surrogate_passes_mean"] = _mean(df["surrogate_passes"])
+    if "surrogate_rank" in df:
+        sr = pd.to_numeric(df["surrogate_rank"], errors="coerce").fillna(0).to_numpy()
+        if (sr > 0).any():
+            out["surrogate_T10R"] = _pct(sr[sr > 0] <= 10)
     if "wall_s" in df:
         out["wall_s_mean"] = _mean(df["wall_s"])
         out["wall_s_total"] = float(df["wall_s"].sum())

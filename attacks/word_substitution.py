@@ -377,6 +377,11 @@ class WordSubstitutionAttack(Attack):
         else:
             adv_score = ctx.orig_score
         adv_rank = new_rank(adv_score, ctx.other_scores, self.tie_rule)
+        sur_rank = 0
+        if self.surrogate is not None and scorer_ranker is self.surrogate:
+            # the transfer gap: where the surrogate itself puts the adversarial document
+            s = self.surrogate_scores(ctx.query, [adv_text] + list(ctx.other_texts))
+            sur_rank = new_rank(float(s[0]), s[1:], self.tie_rule)
         n_changed = len(changed_positions(ctx.text, adv_text))
         return AttackResult(
             qid=ctx.qid, docno=ctx.docno, orig_rank=ctx.orig_rank, adv_rank=adv_rank,
@@ -387,7 +392,7 @@ class WordSubstitutionAttack(Attack):
             substitutions=[(p, words[p], subs[p]) for p in sorted(subs)], query=ctx.query,
             orig_text=ctx.text, budget_exhausted=budget.exhausted, n_tried=tried,
             surrogate_passes=passes, search=self.search, goal=self.effective_goal,
-            white_box=self.white_box, window_share=float(share))
+            white_box=self.white_box, window_share=float(share), surrogate_rank=sur_rank)
 
     def _goal_reached(self, rank: int, orig_rank: int) -> bool:
         goal = self.effective_goal

@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", type=int, default=16, help="proposals per beam and step")
     ap.add_argument("--perturb-steps", type=int, default=2)
     ap.add_argument("--relevance", default="passage", choices=["query", "passage"])
+    ap.add_argument("--position", default="start", choices=["start", "end", "sentence"],
+                    help="where every insertion row inserts (sentence: a seeded sentence "
+                         "boundary)")
     ap.add_argument("--lambda-lm", type=float, default=0.2)
     ap.add_argument("--lambda-coh", type=float, default=0.0)
     ap.add_argument("--victim-checks", type=int, default=3)
@@ -194,18 +197,21 @@ def main(argv=None) -> int:
               f"RBO {agree['rbo']:.3f}", flush=True)
 
     pat_kw = dict(lm="ngram", trigger_len=args.trigger_len, beams=args.beams,
-                  candidates=args.candidates, position="start", relevance=args.relevance,
+                  candidates=args.candidates, position=args.position, relevance=args.relevance,
                   lambda_lm=args.lambda_lm, lambda_coh=args.lambda_coh,
                   perturb_steps=args.perturb_steps, victim_checks=args.victim_checks,
                   window=args.window, seed=args.seed)
     adapt = (cfg.replace(method="trigger", adapt_epochs=args.adapt_epochs)
              .trigger_adapt_epochs())
     makers = {
-        "query-plus": ("query-plus", lambda: InsertionAttack("query-plus", seed=args.seed)),
+        "query-plus": ("query-plus", lambda: InsertionAttack(
+            "query-plus", position=args.position, seed=args.seed)),
         "keyword-stuffing": ("keyword-stuffing", lambda: InsertionAttack(
-            "keyword-stuffing", max_tokens=args.trigger_len, seed=args.seed)),
+            "keyword-stuffing", max_tokens=args.trigger_len, position=args.position,
+            seed=args.seed)),
         "random-trigger": ("random-trigger", lambda: InsertionAttack(
-            "random-trigger", trigger_len=args.trigger_len, seed=args.seed)),
+            "random-trigger", trigger_len=args.trigger_len, position=args.position,
+            seed=args.seed)),
         "pat": ("PAT (imitation)", lambda: TriggerAttack(
             sur, adapt_epochs=adapt, adapt_lr=cfg.imitation_options()["lr"], **pat_kw)),
         "pat-shared": ("PAT (imitation, shared)", lambda: TriggerAttack(sur, **pat_kw)),
@@ -237,7 +243,8 @@ def main(argv=None) -> int:
             share = sub["wall_s"].sum() / max(fr["wall_s"].sum(), 1e-9)
             table.append({"method": name, "targets": proto, "n": s["n_targets"],
                           "ASR": s["ASR"], "Boost": s["boost"], "T10R": s["T10R"],
-                          "T10R_succ": s["T10R_succ"], "ins": s["inserted_tokens"],
+                          "T10R_succ": s["T10R_succ"], "sur_T10R": s["surrogate_T10R"],
+                          "ins": s["inserted_tokens"],
                           "ins%": s["inserted_share"], "PP%": s["PP"],
                           "ppl_ratio": s["ppl_ratio"], "span_ppl": s["detector_ppl"],
                           "spam": s["spamicity"], "spam@T10": spam_top, "q/target": s["queries_mean"],
@@ -254,7 +261,8 @@ def main(argv=None) -> int:
           f"overlap@10 {agree['overlap@10']:.2f}; PAT: beams {args.beams}, candidates "
           f"{args.candidates}, len {args.trigger_len}, relevance {args.relevance}, perturb steps "
           f"{args.perturb_steps}, victim checks {args.victim_checks}, list adaptation "
-          f"{adapt} epochs")
+          f"{adapt} epochs, position {args.position}; sur_T10R: targets the surrogate itself "
+          "ranks in its top 10 (the transfer gap against T10R)")
     print_table(table)
     print(f"bench wall time {time.perf_counter() - t_all:.0f}s on {args.threads} thread(s)")
     return 0

@@ -230,6 +230,9 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail
     if not qids:
         raise ValueError("no queries to imitate the victim on; give the attacker's qids")
     t0 = time.perf_counter()
+    # built before any victim query: a bad base (a misspelt name, a missing folder) fails
+    # before the attacker has paid for the victim's rankings
+    model = new_surrogate(str(base), col, seed=seed)
     used0 = victim.queries_used if isinstance(victim, Oracle) else 0
     rng = np.random.default_rng(seed)
     n_hold = max(1, int(round(holdout * len(qids)))) if holdout > 0 and len(qids) >= 5 else 0
@@ -255,7 +258,6 @@ def train_surrogate(victim: Oracle, col, queries, recipe: str = "top25_plus_tail
     if len(groups) > max_pairs:
         pick = np.sort(rng.choice(len(groups), size=int(max_pairs), replace=False))
         groups = [groups[i] for i in pick]
-    model = new_surrogate(str(base), col, seed=seed)
     model.max_length = min(model.max_length, max_length)  # never beyond the model's own limit
     cfg = TrainConfig(loss=loss, epochs=int(epochs), lr=float(lr), batch_size=int(batch_size),
                       seed=int(seed))
@@ -347,7 +349,14 @@ def new_surrogate(base: str, col=None, seed: int = 0):
         return BagOfEmbeddingsEncoder.from_vectors(words, vecs, name="bow:glove")
     from .training import new_cross_encoder
 
-    return new_cross_encoder(base, seed=seed)
+    try:
+        return new_cross_encoder(base, seed=seed)
+    except OSError as e:
+        raise ValueError(
+            f"surrogate base {base!r} could not be loaded ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160]}). Use 'glove' (a bag-of-embeddings model from the "
+            "packaged GloVe vectors), 'minilm' (the packaged encoder), a local model folder, or "
+            "a hub id that is in the local cache") from e
 
 
 def _train_with_early_stopping(model, groups, cfg, evaluate, eval_every: int, patience: int,

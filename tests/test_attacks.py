@@ -273,6 +273,12 @@ def test_bag_of_embeddings_surrogate(col, run, victim, threat, search):
     pd.testing.assert_frame_equal(run, before)
     assert len(res) == 6 and (res["error"] == "").all()
     assert (res["n_changed"] <= 3).all() and (res["adv_rank"] <= res["orig_rank"]).all()
+    # surrogate_rank: where the surrogate itself puts the adversarial document (brute force)
+    for r in res.itertuples():
+        g = run[(run.qid == r.qid) & (run.docno != r.docno)]
+        others = sur.score(r.query, g["text"].tolist())
+        want = 1 + int((others >= sur.score(r.query, [r.adv_text])[0]).sum())
+        assert r.surrogate_rank == want
 
 
 def test_competitor_scores_cached(col, run, victim, threat, tiny_cross):
@@ -428,6 +434,7 @@ def test_greedy_white_box_budgets_never_exceeded(col, run, victim, threat):
         assert (res["queries_used"] <= budget).all()
         assert res["queries_used"].sum() == oracle.queries_used
         assert res["queries_used"].tolist() == res["n_tried"].tolist()
+        assert (res["surrogate_rank"] == 0).all()  # no surrogate: not measured
     oracle = Oracle(victim, access="score", budget=10)
     res = white_box(victim, threat).run(oracle, col, targets, run=run, progress=False)
     assert oracle.queries_used <= 10 and res["budget_exhausted"].any()
@@ -628,8 +635,11 @@ def test_summarize_hand_values():
     assert s["queries_mean"] == 5.5 and s["queries_max"] == 10
     assert s["wall_s_mean"] == 2.0
     assert np.isnan(s["similarity"])
+    assert np.isnan(s["surrogate_T10R"])  # no surrogate rank measured
     frame = results_frame(rows)
     assert summarize(frame)["boost"] == s["boost"]
+    frame["surrogate_rank"] = [3, 0, 12, 10]  # 0: not measured, left out
+    assert summarize(frame)["surrogate_T10R"] == pytest.approx(200 / 3)
     assert summarize([])["n_targets"] == 0
 
 

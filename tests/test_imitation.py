@@ -117,6 +117,14 @@ def test_train_surrogate_counts_victim_queries(col, victim, tiny_cross_path):
     assert m3.imitation_info["n_groups"] == 2
 
 
+def test_bad_base_fails_before_any_victim_query(col, victim, tmp_path):
+    oracle = Oracle(victim, access="rank")
+    with pytest.raises(ValueError, match="could not be loaded.*'glove'"):
+        train_surrogate(oracle, col, ["q1", "q2"], base=str(tmp_path / "no-such-model"),
+                        candidates_k=6, progress=False)
+    assert oracle.queries_used == 0
+
+
 def test_train_surrogate_deterministic(col, victim, tiny_cross_path):
     kw = dict(recipe="topk_all_pairs", k=3, base=str(tiny_cross_path), candidates_k=6,
               progress=False, seed=1)

@@ -140,6 +140,10 @@ def test_trigger_budgets_vocabulary_and_ranks(request, col, victim, run, sur_nam
         assert r.adv_rank == new_rank(victim.score(r.query, [r.adv_text])[0], others)
         if position == "start":
             assert r.adv_text == f"{span} {r.orig_text}"
+        # the surrogate's own rank of the adversarial document (pessimistic ties, brute force)
+        s_others = att._sv().scores(r.query, g.loc[g.docno != r.docno, "text"].tolist())
+        s_adv = att._sv().scores(r.query, [r.adv_text])[0]
+        assert r.surrogate_rank == 1 + int((s_others >= s_adv).sum())
     assert oracle.queries_used == fr["queries_used"].sum()
 
 
