@@ -52,6 +52,9 @@ Pipeline for one target ``d_t`` of a query ``q`` (docs/SPEC_ATTACKS.md, (c)):
    first ``victim_checks`` (5) of them are submitted to the victim (one counted
    :meth:`~rankers.oracle.Oracle.rank_of` query each, never more); the best rank wins (ties: the
    better surrogate score). With ``victim_checks=0`` the surrogate's best is used blind.
+   Each result row also carries ``surrogate_rank``: where the surrogate in use (the adapted copy
+   when adapting) ranks the chosen adversarial document in the same list, so the transfer gap
+   (``summarize``'s ``surrogate_T10R`` against ``T10R``) is measured.
 
 Victim queries per target <= ``victim_checks`` (+ the anchor queries of the query's first target
 with ``anchor_source="victim"``). Documents are scored by the surrogate within ``window`` word

@@ -36,18 +36,19 @@ query's first target) plus at most --victim-checks rank queries.
 
     .venv/bin/python bench/trigger.py [--n-queries 20] [--targets easy5 --per-query 1] [--rows ...]
 
-Measured (2026-12-02, quiet 2-core machine, 2 threads, 275 s wall including the victim run and
-149 s of surrogate training; the same 20 easy5 targets as bench/attack.py, one per query):
+Measured (2026-12-02, quiet 2-core machine, 2 threads, 114 s wall with the victim run cached
+(--run-cache) and the surrogate cached; the same 20 easy5 targets as bench/attack.py, one per
+query):
 
     .venv/bin/python bench/trigger.py --targets easy5 --per-query 1 --threads 2 \
         --rows query-plus,keyword-stuffing,random-trigger,pat-shared,pat
 
-    method                   n   ASR    Boost  T10R  ins   ins%  ppl_ratio  span_ppl  spam  spam@T10  q/target  s/target
-    query-plus               20  100.0  64.6   50.0  16.7  9.3   1.34       232       1.00  1.00      1         0.1
-    keyword-stuffing         20   95.0  37.5    5.0   6.0  3.6   1.24       1409      0.74  0.96      1         0.1
-    random-trigger           20   55.0   2.2    0.0   6.0  3.6   1.36       10973     0.00  -         1         0.1
-    PAT (imitation, shared)  20   95.0  29.9   10.0   6.0  3.6   1.19       863       0.16  0.13      103       0.8
-    PAT (imitation)          20  100.0  38.0   10.0   6.0  3.6   1.10       114       0.25  0.27      103       2.0
+    method                   n   ASR    Boost  T10R  sur_T10R  ins   ins%  ppl_ratio  span_ppl  spam  spam@T10  q/target  s/target
+    query-plus               20  100.0  64.6   50.0  -         16.7  9.3   1.34       232       1.00  1.00      1         0.1
+    keyword-stuffing         20   95.0  37.5    5.0  -          6.0  3.6   1.24       1409      0.74  0.96      1         0.1
+    random-trigger           20   55.0   2.2    0.0  -          6.0  3.6   1.36       10973     0.00  -         1         0.1
+    PAT (imitation, shared)  20   95.0  29.9   10.0  20.0       6.0  3.6   1.19       863       0.16  0.13      103       3.4
+    PAT (imitation)          20  100.0  38.0   10.0   0.0       6.0  3.6   1.10       114       0.25  0.27      103       1.8
 
 The surrogate (10,000 victim queries) agrees with the victim on 38 % of the top 10 of the attacked
 lists (RBO 0.256); list adaptation raises that to 92 % on each attacked list. Earlier rows on the
@@ -55,6 +56,32 @@ same targets and search sizes (1 thread, bench/attack.py beside it): PAT white-b
 surrogate, ``--rows pat-white-box``) ASR 100, Boost 50.9, T10R 35 %, spam 0.16 (0.21 at T10),
 75.5 s/target; PAT through the MiniLM cross-encoder surrogate (``--surrogate-base minilm``,
 overlap@10 0.115) ASR 85, Boost 9.8, T10R 0 %.
+
+Why PAT through imitation stays at T10R 10 % (the white-box search reaches 35 %), measured on the
+same targets:
+
+- sur_T10R (attack rows' ``surrogate_rank``): the list-adapted surrogate, the faithful one, puts
+  none of its own adversarial documents in its top 10 (0 %) while the victim puts 10 % there; the
+  shared surrogate 20 % (victim 10 %). A bag-of-embeddings model is moved less by 6 inserted
+  words than the transformer victim, so its best triggers are the wrong words for the victim, not
+  too few checks of good ones.
+- More victim checks do not help: the final beams are near-duplicates; checking the best 1, 3, 5
+  or 10 gives T10R 10 % every time (``--beams 10 --n-triggers 10 --victim-checks 10``: Boost
+  40.7).
+- The victim weighs a document's opening words most: the same 20 PAT triggers inserted at the
+  start, the sentence boundary nearest the middle or the end put the targets at mean victim rank
+  41 / 53 / 61 (``--rows pat --trigger-positions``);
+  ``--position end`` gives query-plus T10R 20 % (50 % at the start) and PAT 0 % (10 %). A
+  bag-of-embeddings surrogate with learned position weights (32 buckets) learns only a mild slope
+  from the victim's rankings (weight 1.34 at the start, ~0.7 at the end) and does no better (T10R
+  10 %, Boost 34.2).
+- Teaching the surrogate insertions directly does not help either: 4,000 extra victim queries of
+  6-word topical insertions into documents of the attacker's queries (imitation data of the
+  attack's own kind) give T10R 5 % adapted, 10 % shared; a contextual surrogate trained from
+  scratch (one transformer layer and learned positions over the glove embeddings, the same
+  imitation data, 5.6 min) reaches overlap@10 0.39 and T10R 5 % adapted, 0 % shared, although the
+  shared one ranks 35 % of its own adversarial documents in its top 10 (attackable, but its
+  weaknesses are not the victim's).
 """
 from __future__ import annotations
 
@@ -100,7 +127,11 @@ def main(argv=None) -> int:
                          "boundary)")
     ap.add_argument("--lambda-lm", type=float, default=0.2)
     ap.add_argument("--lambda-coh", type=float, default=0.0)
-    ap.add_argument("--victim-checks", type=int, default=3)
+    ap.add_argument("--victim-checks", type=int, default=3,
+                    help="victim rank queries per target (PAT's best distinct beams, at most "
+                         "--n-triggers)")
+    ap.add_argument("--n-triggers", type=int, default=5,
+                    help="distinct final triggers kept per target (at most --beams)")
     ap.add_argument("--adapt-epochs", type=int, default=None,
                     help="PAT list adaptation epochs (default: the attack job's, 3 for glove)")
     ap.add_argument("--window", type=int, default=None,
@@ -117,6 +148,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1: on a shared 2-core box spin-waits cost 10x)")
+    ap.add_argument("--trigger-positions", action="store_true",
+                    help="after each PAT row, insert its triggers at the start, the middle "
+                         "sentence boundary and the end of the targets and print the victim's "
+                         "mean rank for each (the experiment owner's measurement, no attacker "
+                         "query): how much the victim weighs where words stand")
     ap.add_argument("--out", default=None, help="JSONL with every result row (appended)")
     ap.add_argument("--run-cache", default=None,
                     help="pickle of the victim's run (written once, reused by reruns)")
@@ -200,6 +236,7 @@ def main(argv=None) -> int:
                   candidates=args.candidates, position=args.position, relevance=args.relevance,
                   lambda_lm=args.lambda_lm, lambda_coh=args.lambda_coh,
                   perturb_steps=args.perturb_steps, victim_checks=args.victim_checks,
+                  n_triggers=args.n_triggers,
                   window=args.window, seed=args.seed)
     adapt = (cfg.replace(method="trigger", adapt_epochs=args.adapt_epochs)
              .trigger_adapt_epochs())
@@ -252,6 +289,9 @@ def main(argv=None) -> int:
                           "errors": s["n_errors"]})
         print(f"-- {name}: {len(fr)} targets in {secs:.0f}s", flush=True)
         print_table(table[-len(set(fr["protocol"])):])
+        if name.startswith("PAT") and args.trigger_positions:
+            print("   the same triggers moved (victim mean rank): " + ", ".join(
+                f"{k} {v:.1f}" for k, v in moved_ranks(victim, run, fr).items()), flush=True)
         if name.startswith("PAT"):
             ex = fr.iloc[0]
             print(f"   e.g. qid {ex.qid}: {ex.query!r} -> trigger {ex.substitutions[0][2]!r} "
@@ -266,6 +306,31 @@ def main(argv=None) -> int:
     print_table(table)
     print(f"bench wall time {time.perf_counter() - t_all:.0f}s on {args.threads} thread(s)")
     return 0
+
+
+def moved_ranks(victim, run, fr) -> dict:
+    """Mean victim rank (1-based, pessimistic ties, against the fixed list) of each result's
+    inserted span placed at the start, at the sentence boundary nearest the middle, and at the
+    end of the original target."""
+    import numpy as np
+
+    from attacks import new_rank
+    from attacks.insertion import insert_at, inserted_spans, sentence_boundaries
+
+    ranks: dict = {"start": [], "middle": [], "end": []}
+    for r in fr.itertuples():
+        spans = inserted_spans(r.substitutions)
+        if not spans:
+            continue
+        text = r.orig_text
+        mid = min(sentence_boundaries(text), key=lambda b: abs(b - len(text) / 2))
+        offsets = {"start": 0, "middle": mid, "end": len(text)}
+        g = run[(run["qid"] == r.qid) & (run["docno"] != r.docno)]
+        others = g["score"].to_numpy()
+        s = victim.score(r.query, [insert_at(text, spans[0], o)[0] for o in offsets.values()])
+        for k, v in zip(offsets, s):
+            ranks[k].append(new_rank(float(v), others))
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in ranks.items()}
 
 
 if __name__ == "__main__":
