@@ -82,6 +82,14 @@ same targets:
   imitation data, 5.6 min) reaches overlap@10 0.39 and T10R 5 % adapted, 0 % shared, although the
   shared one ranks 35 % of its own adversarial documents in its top 10 (attackable, but its
   weaknesses are not the victim's).
+- Higher agreement does not transfer either: a MiniLM cross-encoder (the victim's pretrained
+  encoder, PAT's setting) trained on 100 attacker queries x BM25 top-30 (3,000 victim queries,
+  ``train_surrogate(k=10, tail=3, max_pairs=6000)``, 375 steps, 25 min on 2 cores) agrees 0.565
+  on held-out queries (glove: 0.38), yet PAT through it gives ASR 100, Boost 23.1, T10R 0 % with
+  sur_T10R 30 %; its triggers carry its own shortcuts ("yahoo", "azerbaijani", "cardinals").
+  What the white-box row has and no CPU-trained surrogate here has is the victim's own response
+  to inserted words; PAT's published 48.5 % used a BERT surrogate trained on a GPU on far more
+  imitation data.
 """
 from __future__ import annotations
 
