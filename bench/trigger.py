@@ -50,6 +50,9 @@ query):
     PAT (imitation, shared)  20   95.0  29.9   10.0  20.0       6.0  3.6   1.19       863       0.16  0.13      103       3.4
     PAT (imitation)          20  100.0  38.0   10.0   0.0       6.0  3.6   1.10       114       0.25  0.27      103       1.8
 
+``--rows prada`` (WordSubstitutionAttack, wordnet+glove, on the same glove surrogate, 27 s):
+ASR 60, Boost 4.7, T10R 0 %, sur_T10R 10 %, PP 5.7 %, 11.7 victim queries and 1.0 s per target.
+
 The surrogate (10,000 victim queries) agrees with the victim on 38 % of the top 10 of the attacked
 lists (RBO 0.256); list adaptation raises that to 92 % on each attacked list. Earlier rows on the
 same targets and search sizes (1 thread, bench/attack.py beside it): PAT white-box (the victim as
@@ -70,8 +73,7 @@ same targets:
   40.7).
 - The victim weighs a document's opening words most: the same 20 PAT triggers inserted at the
   start, the sentence boundary nearest the middle or the end put the targets at mean victim rank
-  41 / 53 / 61 (``--rows pat --trigger-positions``);
-  ``--position end`` gives query-plus T10R 20 % (50 % at the start) and PAT 0 % (10 %). A
+  41 / 53 / 61 (``--rows pat --trigger-positions``); ``--position end`` gives query-plus T10R 20 % (50 % at the start) and PAT 0 % (10 %). A
   bag-of-embeddings surrogate with learned position weights (32 buckets) learns only a mild slope
   from the victim's rankings (weight 1.34 at the start, ~0.7 at the end) and does no better (T10R
   10 %, Boost 34.2).
@@ -84,8 +86,10 @@ same targets:
   weaknesses are not the victim's).
 - Higher agreement does not transfer either: a MiniLM cross-encoder (the victim's pretrained
   encoder, PAT's setting) trained on 100 attacker queries x BM25 top-30 (3,000 victim queries,
-  ``train_surrogate(k=10, tail=3, max_pairs=6000)``, 375 steps, 25 min on 2 cores) agrees 0.565
-  on held-out queries (glove: 0.38), yet PAT through it gives ASR 100, Boost 23.1, T10R 0 % with
+  ``train_surrogate(k=10, tail=3, max_pairs=6000, eval_every=60, patience=3)``, 375 steps, 25
+  min on 2 cores; the same data as ``--surrogate-base minilm --surrogate-queries 100
+  --surrogate-candidates 30 --surrogate-k 10 --surrogate-max-pairs 6000``, whose held-out checks
+  run every 10 steps) agrees 0.565 on held-out queries (glove: 0.38), yet PAT through it gives ASR 100, Boost 23.1, T10R 0 % with
   sur_T10R 30 %; its triggers carry its own shortcuts ("yahoo", "azerbaijani", "cardinals").
   What the white-box row has and no CPU-trained surrogate here has is the victim's own response
   to inserted words; PAT's published 48.5 % used a BERT surrogate trained on a GPU on far more
@@ -123,6 +127,10 @@ def main(argv=None) -> int:
     ap.add_argument("--surrogate-candidates", type=int, default=None,
                     help="BM25 candidates the victim ranks per attacker query (imitation data; "
                          "default per base)")
+    ap.add_argument("--surrogate-k", type=int, default=None,
+                    help="imitation: top-k of the victim's ranking paired (default per base)")
+    ap.add_argument("--surrogate-tail", type=int, default=None,
+                    help="imitation: tail negatives per top document (default per base)")
     ap.add_argument("--surrogate-max-pairs", type=int, default=None,
                     help="imitation training groups (default per base)")
     ap.add_argument("--trigger-len", type=int, default=6, help="inserted words (PAT, controls)")
@@ -193,7 +201,8 @@ def main(argv=None) -> int:
                        surrogate_base=args.surrogate_base,
                        surrogate_queries=args.surrogate_queries,
                        surrogate_candidates=args.surrogate_candidates,
-                       surrogate_max_pairs=args.surrogate_max_pairs)
+                       surrogate_max_pairs=args.surrogate_max_pairs,
+                       surrogate_k=args.surrogate_k, surrogate_tail=args.surrogate_tail)
     sur_qids = sorted(rest[: cfg.imitation_queries()])
     t = time.perf_counter()
     cache = Path(args.run_cache) if args.run_cache else None
