@@ -65,34 +65,33 @@ same targets:
 
 - sur_T10R (attack rows' ``surrogate_rank``): the list-adapted surrogate, the faithful one, puts
   none of its own adversarial documents in its top 10 (0 %) while the victim puts 10 % there; the
-  shared surrogate 20 % (victim 10 %). A bag-of-embeddings model is moved less by 6 inserted
-  words than the transformer victim, so its best triggers are the wrong words for the victim, not
-  too few checks of good ones.
-- More victim checks do not help: the final beams are near-duplicates; checking the best 1, 3, 5
-  or 10 gives T10R 10 % every time (``--beams 10 --n-triggers 10 --victim-checks 10``: Boost
-  40.7).
-- The victim weighs a document's opening words most: the same 20 PAT triggers inserted at the
-  start, the sentence boundary nearest the middle or the end put the targets at mean victim rank
-  41 / 53 / 61 (``--rows pat --trigger-positions``); ``--position end`` gives query-plus T10R 20 % (50 % at the start) and PAT 0 % (10 %). A
-  bag-of-embeddings surrogate with learned position weights (32 buckets) learns only a mild slope
-  from the victim's rankings (weight 1.34 at the start, ~0.7 at the end) and does no better (T10R
-  10 %, Boost 34.2).
+  shared surrogate 20 % (victim 10 %). A bag-of-embeddings model is moved less by 6 inserted words
+  than the transformer victim, so its best triggers are the wrong words for the victim, not too few
+  checks of good ones.
+- More victim checks do not help: the final beams are near-duplicates; checking the best 1, 3, 5 or
+  10 gives T10R 10 % every time (``--beams 10 --n-triggers 10 --victim-checks 10``: Boost 40.7).
+- The victim weighs a document's opening words most: the same 20 PAT triggers inserted at the start,
+  the sentence boundary nearest the middle or the end put the targets at mean victim rank 41 / 53 /
+  61 (``--rows pat --trigger-positions``); ``--position end`` gives query-plus T10R 20 % (50 % at
+  the start) and PAT 0 % (10 %). A bag-of-embeddings surrogate with learned position weights (32
+  buckets) learns only a mild slope from the victim's rankings (weight 1.34 at the start, ~0.7 at
+  the end) and does no better (T10R 10 %, Boost 34.2).
 - Teaching the surrogate insertions directly does not help either: 4,000 extra victim queries of
-  6-word topical insertions into documents of the attacker's queries (imitation data of the
-  attack's own kind) give T10R 5 % adapted, 10 % shared; a contextual surrogate trained from
-  scratch (one transformer layer and learned positions over the glove embeddings, the same
-  imitation data, 5.6 min) reaches overlap@10 0.39 and T10R 5 % adapted, 0 % shared, although the
-  shared one ranks 35 % of its own adversarial documents in its top 10 (attackable, but its
-  weaknesses are not the victim's).
+  6-word topical insertions into documents of the attacker's queries (imitation data of the attack's
+  own kind) give T10R 5 % adapted, 10 % shared; a contextual surrogate trained from scratch (one
+  transformer layer and learned positions over the glove embeddings, the same imitation data, 5.6
+  min) reaches overlap@10 0.39 and T10R 5 % adapted, 0 % shared, although the shared one ranks 35 %
+  of its own adversarial documents in its top 10 (attackable, but its weaknesses are not the
+  victim's).
 - Higher agreement does not transfer either: a MiniLM cross-encoder (the victim's pretrained
   encoder, PAT's setting) trained on 100 attacker queries x BM25 top-30 (3,000 victim queries,
-  ``train_surrogate(k=10, tail=3, max_pairs=6000, eval_every=60, patience=3)``, 375 steps, 25
-  min on 2 cores; the same data as ``--surrogate-base minilm --surrogate-queries 100
-  --surrogate-candidates 30 --surrogate-k 10 --surrogate-max-pairs 6000``, whose held-out checks
-  run every 10 steps) agrees 0.565 on held-out queries (glove: 0.38), yet PAT through it gives ASR 100, Boost 23.1, T10R 0 % with
-  sur_T10R 30 %; its triggers carry its own shortcuts ("yahoo", "azerbaijani", "cardinals").
-  What the white-box row has and no CPU-trained surrogate here has is the victim's own response
-  to inserted words; PAT's published 48.5 % used a BERT surrogate trained on a GPU on far more
+  ``train_surrogate(k=10, tail=3, max_pairs=6000, eval_every=60, patience=3)``, 375 steps, 25 min on
+  2 cores; the same data as ``--surrogate-base minilm --surrogate-queries 100 --surrogate-candidates
+  30 --surrogate-k 10 --surrogate-max-pairs 6000``, whose held-out checks run every 10 steps) agrees
+  0.565 on held-out queries (glove: 0.38), yet PAT through it gives ASR 100, Boost 23.1, T10R 0 %
+  with sur_T10R 30 %; its triggers carry its own shortcuts ("yahoo", "azerbaijani", "cardinals").
+  What the white-box row has and no CPU-trained surrogate here has is the victim's own response to
+  inserted words; PAT's published 48.5 % used a BERT surrogate trained on a GPU on far more
   imitation data.
 """
 from __future__ import annotations
