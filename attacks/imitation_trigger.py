@@ -71,7 +71,8 @@ import pandas as pd
 
 from rankers.base import as_differentiable
 
-from .base import AttackError, AttackResult, Stopwatch, check_tie_rule, target_context
+from .base import (AttackError, AttackResult, Stopwatch, check_tie_rule, new_rank,
+                   target_context)
 from .insertion import InsertionBase, check_position, insert_at
 from .lm import lm_words, load_lm
 from .text import words as text_words
@@ -150,11 +151,15 @@ class TriggerSurrogate:
                 "(e.g. a MiniLM/BERT cross-encoder), or lower min_word_len")
         self.words, self.ids = words, ids
         self.index = {w: i for i, w in enumerate(words)}
+        self._set_vocab_embeddings()
+
+    def _set_vocab_embeddings(self) -> None:
+        """``E_vocab`` (the vocabulary's input embeddings in the ranker) and ``E_norm``."""
         import torch
 
         with torch.no_grad():
-            E = r.input_embeddings().weight.detach().float()
-            self.E_vocab = E[torch.tensor(ids, device=E.device)].to(self.device)
+            E = self.ranker.input_embeddings().weight.detach().float()
+            self.E_vocab = E[torch.tensor(self.ids, device=E.device)].to(self.device)
             self.E_norm = torch.nn.functional.normalize(self.E_vocab, dim=-1)
 
     def with_ranker(self, ranker) -> "TriggerSurrogate":
@@ -162,15 +167,10 @@ class TriggerSurrogate:
         ranker with the same tokenizer (e.g. a list-adapted surrogate)."""
         import copy
 
-        import torch
-
         r = as_differentiable(ranker)
         out = copy.copy(self)
         out.ranker, out.name = r, r.name
-        with torch.no_grad():
-            E = r.input_embeddings().weight.detach().float()
-            out.E_vocab = E[torch.tensor(self.ids, device=E.device)].to(self.device)
-            out.E_norm = torch.nn.functional.normalize(out.E_vocab, dim=-1)
+        out._set_vocab_embeddings()
         return out
 
     # -- scoring -----------------------------------------------------------------------------
@@ -526,8 +526,6 @@ class TriggerAttack(InsertionBase):
     def _surrogate_rank(self, ctx, adv_text: str) -> int:
         """1-based rank of ``adv_text`` among the list's other documents by the surrogate in use
         (the list-adapted copy when adapting; the tie rule of the attack)."""
-        from .base import new_rank
-
         s = self._sv().scores(ctx.query, [adv_text] + list(ctx.other_texts))
         return new_rank(float(s[0]), s[1:], self.tie_rule)
 

@@ -137,7 +137,8 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", type=int, default=16, help="proposals per beam and step")
     ap.add_argument("--perturb-steps", type=int, default=2)
     ap.add_argument("--relevance", default="passage", choices=["query", "passage"])
-    ap.add_argument("--position", default="start", choices=["start", "end", "sentence"],
+    ap.add_argument("--position", default=AttackConfig().position,
+                    choices=["start", "end", "sentence"],
                     help="where every insertion row inserts (sentence: a seeded sentence "
                          "boundary)")
     ap.add_argument("--lambda-lm", type=float, default=0.2)
@@ -145,8 +146,9 @@ def main(argv=None) -> int:
     ap.add_argument("--victim-checks", type=int, default=3,
                     help="victim rank queries per target (PAT's best distinct beams, at most "
                          "--n-triggers)")
-    ap.add_argument("--n-triggers", type=int, default=5,
-                    help="distinct final triggers kept per target (at most --beams)")
+    ap.add_argument("--n-triggers", type=int, default=None,
+                    help="distinct final triggers kept per target (at most --beams; default: "
+                         "TriggerAttack's)")
     ap.add_argument("--adapt-epochs", type=int, default=None,
                     help="PAT list adaptation epochs (default: the attack job's, 3 for glove)")
     ap.add_argument("--window", type=int, default=None,
@@ -252,7 +254,7 @@ def main(argv=None) -> int:
                   candidates=args.candidates, position=args.position, relevance=args.relevance,
                   lambda_lm=args.lambda_lm, lambda_coh=args.lambda_coh,
                   perturb_steps=args.perturb_steps, victim_checks=args.victim_checks,
-                  n_triggers=args.n_triggers,
+                  **({} if args.n_triggers is None else {"n_triggers": args.n_triggers}),
                   window=args.window, seed=args.seed)
     adapt = (cfg.replace(method="trigger", adapt_epochs=args.adapt_epochs)
              .trigger_adapt_epochs())
